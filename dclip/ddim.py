@@ -1,0 +1,137 @@
+"""DDIM: the generalized reverse step (Eq. 5/23), deterministic inversion (Eq. 12) and generation (Eq. 13).
+
+Every function takes any noise predictor ``eps(x, t) -> tensor`` (``x`` (N, C, H, W), ``t`` a (N,) long
+tensor): a diffusers ``UNet2DModel`` wrapped by :func:`dclip.load_diffusion`, a closed-form model, a lambda.
+
+Time convention (the authors' grid, :func:`dclip.schedule.time_sequence`): generation walks
+``tau_S = t0 -> ... -> tau_1 = 0 -> -1`` and inversion walks the same grid upwards from the clean image at
+``-1`` (``alpha_bar(-1) = 1``); both take S steps. The noise predictor is never asked about ``t = -1``: the
+step that leaves the clean image evaluates it at ``t = 0``, its first trained time.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch.utils.checkpoint import checkpoint as _checkpoint
+from tqdm.auto import tqdm
+
+from dclip.schedule import Schedule, time_sequence
+
+NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def check_image(x: torch.Tensor, name: str = "image", tol: float = 0.05) -> None:
+    """Raise a clear ``ValueError`` unless ``x`` is an (N, C, H, W) float tensor with values in [-1, 1] (+- ``tol``)."""
+    check_batch(x, name)
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1 - tol or hi > 1 + tol:
+        hint = " (it looks like [0, 1]: use x * 2 - 1)" if lo >= 0 else ""
+        hint = " (it looks like [0, 255]: use x / 127.5 - 1)" if hi > 2 else hint
+        raise ValueError(f"{name} must have values in [-1, 1], got [{lo:.3f}, {hi:.3f}]{hint}")
+
+
+def check_batch(x: torch.Tensor, name: str = "x") -> None:
+    """Raise a clear ``ValueError`` unless ``x`` is a 4-D (N, C, H, W) floating-point tensor."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be an (N, C, H, W) tensor, got {shape}; add a batch dimension with x[None]")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+
+
+def _time(t: int, x: torch.Tensor) -> torch.Tensor:
+    return torch.full((x.shape[0],), max(t, 0), dtype=torch.long, device=x.device)
+
+
+def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t: float | torch.Tensor) -> torch.Tensor:
+    """``f_theta(x_t, t) = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)`` (Eq. 6/24): the predicted clean image."""
+    return (x_t - (1 - alpha_bar_t) ** 0.5 * eps) / alpha_bar_t**0.5
+
+
+def sigma(alpha_bar_t: float, alpha_bar_next: float, eta: float) -> float:
+    """``sigma_t = eta * sqrt((1 - a_next) / (1 - a_t)) * sqrt(1 - a_t / a_next)`` of the generalized process (Eq. 5)."""
+    if alpha_bar_next <= alpha_bar_t:  # only for reverse steps; a step into t = -1 from t = 0 has a tiny sigma
+        return 0.0
+    return eta * ((1 - alpha_bar_next) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_next)) ** 0.5
+
+
+def ddim_step(eps_model: NoisePredictor, x_t: torch.Tensor, t: int, t_next: int, schedule: Schedule,
+              eta: float = 0.0, generator: torch.Generator | None = None,
+              eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the generalized process (Eq. 5/23) from time ``t`` to ``t_next``; returns ``(x_next, x0_pred)``.
+
+    ``x_next = sqrt(a_next) f_theta(x_t, t) + sqrt(1 - a_next - sigma^2) eps_theta(x_t, t) + sigma z``.
+    With ``eta = 0`` this is the deterministic DDIM step: Eq. 13 when ``t_next < t`` (generation) and
+    Eq. 12 when ``t_next > t`` (inversion). ``eps`` may be passed in when it is already computed.
+    """
+    a_t, a_next = float(schedule.alpha_bar_at(t)), float(schedule.alpha_bar_at(t_next))
+    if eps is None:
+        eps = eps_model(x_t, _time(t, x_t))
+    x0 = predict_x0(x_t, eps, a_t)
+    s = sigma(a_t, a_next, eta)
+    x_next = a_next**0.5 * x0 + max(1 - a_next - s**2, 0.0) ** 0.5 * eps
+    if s > 0:
+        x_next = x_next + s * torch.randn(x_t.shape, generator=generator).to(x_t.device, x_t.dtype)
+    return x_next, x0
+
+
+def generation_pairs(S: int, t0: int, T: int = 1000) -> list[tuple[int, int]]:
+    """The (t, t_next) steps of generation: ``(tau_S, tau_{S-1}), ..., (tau_1, -1)`` (S steps)."""
+    seq = time_sequence(S, t0, T)
+    return list(zip(reversed(seq), reversed([-1] + seq[:-1])))
+
+
+def inversion_pairs(S: int, t0: int, T: int = 1000) -> list[tuple[int, int]]:
+    """The (t, t_next) steps of inversion: ``(-1, tau_1), (tau_1, tau_2), ..., (tau_{S-1}, tau_S)`` (S steps)."""
+    seq = time_sequence(S, t0, T)
+    return list(zip([-1] + seq[:-1], seq))
+
+
+def _run(eps_model: NoisePredictor, x: torch.Tensor, pairs: list[tuple[int, int]], schedule: Schedule,
+         eta: float, generator: torch.Generator | None, grad: bool, checkpoint: bool, progress: bool,
+         desc: str) -> torch.Tensor:
+    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+        for t, t_next in tqdm(pairs, disable=not progress, desc=desc, leave=False):
+            if checkpoint and torch.is_grad_enabled() and eta == 0:
+                x = _checkpoint(lambda y, a=t, b=t_next: ddim_step(eps_model, y, a, b, schedule)[0], x,
+                                use_reentrant=False)
+            else:
+                x = ddim_step(eps_model, x, t, t_next, schedule, eta, generator)[0]
+    return x
+
+
+def ddim_invert(eps_model: NoisePredictor, x0: torch.Tensor, schedule: Schedule, t0: int, S_for: int,
+                progress: bool = False, grad: bool = False) -> torch.Tensor:
+    """Deterministic DDIM inversion (Eq. 12): encode images ``x0`` ([-1, 1], (N, C, H, W)) into latents ``x_t0``.
+
+    S_for steps over the grid of :func:`dclip.schedule.time_sequence`, batched. Returns (N, C, H, W).
+    """
+    check_image(x0, "x0")
+    schedule.check_t0(t0)
+    return _run(eps_model, x0, inversion_pairs(S_for, t0, schedule.T), schedule, 0.0, None, grad, False, progress,
+                f"DDIM inversion to t0={t0}")
+
+
+def ddim_generate(eps_model: NoisePredictor, x_t0: torch.Tensor, schedule: Schedule, t0: int, S_gen: int,
+                  eta: float = 0.0, generator: torch.Generator | None = None, progress: bool = False,
+                  grad: bool = False, checkpoint: bool = False) -> torch.Tensor:
+    """DDIM generation (Eq. 13) from latents ``x_t0`` back to images, in S_gen steps; ``eta > 0`` adds noise (Eq. 5).
+
+    ``grad=True`` keeps the graph through every step (fine-tuning, Alg. 1); ``checkpoint=True`` then
+    recomputes each step's activations in the backward pass, so memory does not grow with S_gen.
+    Returns images (N, C, H, W), nominally in [-1, 1] (not clipped).
+    """
+    check_batch(x_t0, "x_t0")
+    schedule.check_t0(t0)
+    if eta < 0:
+        raise ValueError(f"eta={eta} must be >= 0 (0: DDIM, 1: DDPM-like)")
+    return _run(eps_model, x_t0, generation_pairs(S_gen, t0, schedule.T), schedule, eta, generator, grad,
+                checkpoint, progress, f"DDIM generation from t0={t0}")
+
+
+def reconstruct(eps_model: NoisePredictor, x0: torch.Tensor, schedule: Schedule, t0: int, S_for: int, S_gen: int,
+                progress: bool = False) -> torch.Tensor:
+    """Invert then regenerate with the same model (Eq. 12 then Eq. 13): the round trip of Tables 1 and 4."""
+    x_t0 = ddim_invert(eps_model, x0, schedule, t0, S_for, progress)
+    return ddim_generate(eps_model, x_t0, schedule, t0, S_gen, progress=progress)

@@ -1,0 +1,1 @@
+"""The tiny world: procedural faces and the small models the project trains on them."""
