@@ -1,2 +1,22 @@
-"""dclip: DiffusionCLIP, taught step by step."""
+"""dclip: DiffusionCLIP (Kim, Kwon, Ye, CVPR 2022), taught step by step.
+
+The math (schedules, DDPM, DDIM inversion and generation, noise combination) takes any noise predictor
+``eps(x, t)``; the zoo loads real pretrained models or the offline tiny world behind one API.
+"""
+from dclip.clip import CLIP, load_clip
+from dclip.ddim import ddim_generate, ddim_invert, ddim_step, predict_x0, reconstruct
+from dclip.ddpm import ddpm_loss, ddpm_sample, ddpm_step, q_sample
+from dclip.images import load_image, save_images, to_pil
+from dclip.models import DiffusionModel, ModelNotAvailableError, load_diffusion
+from dclip.noise_combination import mix_noise_predictors, transition_gammas
+from dclip.profile import profile
+from dclip.recipes import get_recipe, recipes_for
+from dclip.schedule import Schedule, time_sequence
+
 __version__ = "0.1.0"
+__all__ = [
+    "CLIP", "DiffusionModel", "ModelNotAvailableError", "Schedule", "ddim_generate", "ddim_invert", "ddim_step",
+    "ddpm_loss", "ddpm_sample", "ddpm_step", "get_recipe", "load_clip", "load_diffusion", "load_image",
+    "mix_noise_predictors", "predict_x0", "profile", "q_sample", "recipes_for", "reconstruct", "save_images",
+    "time_sequence", "to_pil", "transition_gammas",
+]

@@ -11,19 +11,27 @@ from dclip.schedule import Schedule
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _coef(schedule: Schedule, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
-    """``alpha_bar_t`` broadcast to ``like``'s shape (per-sample for a tensor ``t``)."""
-    a = schedule.alpha_bar_at(t).to(like.device, like.dtype)
-    return a.reshape(-1, *([1] * (like.dim() - 1))) if a.dim() else a
+def _coefs(schedule: Schedule, t: torch.Tensor | int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sqrt(a_t)`` and ``sqrt(1 - a_t)``, computed in float64 and broadcast to ``like`` (per sample for a tensor t)."""
+    a = schedule.alpha_bar_at(t)
+    a = a.reshape(-1, *([1] * (like.dim() - 1))) if a.dim() else a
+    return a.sqrt().to(like.device, like.dtype), (1 - a).sqrt().to(like.device, like.dtype)
 
 
 def q_sample(x0: torch.Tensor, t: torch.Tensor | int, schedule: Schedule, noise: torch.Tensor | None = None,
              generator: torch.Generator | None = None) -> torch.Tensor:
     """DDPM forward process (Eq. 1): ``x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) w`` with ``w ~ N(0, I)``."""
+    from dclip.ddim import check_batch
+
+    check_batch(x0, "x0")
     if noise is None:
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    a = _coef(schedule, t, x0)
-    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
+    if noise.shape != x0.shape:
+        raise ValueError(f"noise {tuple(noise.shape)} and x0 {tuple(x0.shape)} must have the same shape")
+    if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape != (x0.shape[0],):
+        raise ValueError(f"t must be one time per image: shape ({x0.shape[0]},), got {tuple(t.shape)}")
+    sqrt_a, sqrt_1ma = _coefs(schedule, t, x0)
+    return sqrt_a * x0 + sqrt_1ma * noise
 
 
 def ddpm_loss(eps_model: NoisePredictor, x0: torch.Tensor, schedule: Schedule,

@@ -1,0 +1,121 @@
+"""CLIP through open_clip, with the image preprocessing the diffusion side needs: ``load_clip(name)``.
+
+The wrapper takes images straight from the diffusion range [-1, 1] at any resolution and maps them,
+differentiably, to CLIP's input size and normalisation, so fine-tuning can backpropagate through it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dclip.models import ModelNotAvailableError, default_device, hub_cache, hub_reachable
+
+TINY_CONFIGS = Path(__file__).parent / "tinyworld" / "configs" / "open_clip"
+TINY_WEIGHTS = Path(__file__).parent / "tinyworld" / "weights"
+
+#: Short names: (open_clip architecture, pretrained tag). The -quickgelu configs match OpenAI's activation.
+CLIP_MODELS: dict[str, tuple[str, str | None]] = {
+    "ViT-B-16": ("ViT-B-16-quickgelu", "openai"),
+    "ViT-B-32": ("ViT-B-32-quickgelu", "openai"),
+    "tinyclip": ("tinyclip", None),
+}
+
+
+class CLIP(nn.Module):
+    """An open_clip model with differentiable preprocessing from [-1, 1] and cached text embeddings.
+
+    ``encode_image(x)``: x (N, 3, H, W) in [-1, 1] -> normalised embeddings (N, D).
+    ``encode_text(texts)``: list of strings -> normalised embeddings (len, D), cached, without gradient.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, name: str):
+        super().__init__()
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        cfg = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
+        size = cfg.get("size", model.visual.image_size)
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        mean = cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))
+        std = cfg.get("std", (0.26862954, 0.26130258, 0.27577711))
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] images of any size -> CLIP's input: [0, 1], resized (bicubic, antialiased when shrinking), normalised."""
+        x = (x.float() + 1) / 2
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            shrink = x.shape[-1] > self.image_size
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False,
+                              antialias=shrink)
+        return (x - self.mean) / self.std
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"encode_image takes (N, 3, H, W) images in [-1, 1], got {tuple(x.shape)}")
+        return F.normalize(self.model.encode_image(self.preprocess(x)), dim=-1)
+
+    @torch.no_grad()
+    def encode_text(self, texts: str | list[str]) -> torch.Tensor:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        for t in texts:
+            if not isinstance(t, str) or not t.strip():
+                raise ValueError(f"text prompts must be non-empty strings, got {t!r}")
+        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        if missing:
+            device = self.mean.device
+            emb = F.normalize(self.model.encode_text(self.tokenizer(missing).to(device)).float(), dim=-1)
+            self._text_cache.update(zip(missing, emb))
+        return torch.stack([self._text_cache[t] for t in texts])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode_image(x)
+
+
+def _register_tiny() -> None:
+    import open_clip
+
+    if "tinyclip" not in open_clip.list_models():
+        open_clip.add_model_config(TINY_CONFIGS)
+
+
+def load_clip(name: str = "tinyclip", device: str | torch.device | None = None,
+              pretrained: str | None = None) -> CLIP:
+    """A CLIP by name: ``ViT-B-16``/``ViT-B-32`` (OpenAI weights), ``tinyclip`` (package data), any open_clip
+    architecture or ``hf-hub:`` name, with ``pretrained`` a tag or a local weights file.
+
+    Raises :class:`dclip.models.ModelNotAvailableError` when weights are neither cached nor downloadable.
+    """
+    import open_clip
+
+    _register_tiny()
+    arch, tag = CLIP_MODELS.get(name, (name, None))
+    tag = pretrained or tag
+    if not name.startswith("hf-hub:") and arch not in open_clip.list_models():
+        raise ValueError(f"unknown CLIP {name!r}: use one of {sorted(CLIP_MODELS)}, an open_clip architecture "
+                         f"(open_clip.list_models()), or an 'hf-hub:' name")
+    if name == "tinyclip" and pretrained is None:
+        tag = str(TINY_WEIGHTS / "tinyclip.safetensors")
+        if not Path(tag).exists():
+            raise ModelNotAvailableError(f"the tiny CLIP weights are missing ({tag}); train them with "
+                                         "`python -m dclip.tinyworld.train clip`")
+    is_file = tag is not None and Path(tag).exists()
+    if tag is not None and not is_file and not name.startswith("hf-hub:") and tag not in open_clip.list_pretrained_tags_by_model(arch):
+        raise ValueError(f"{tag!r} is neither a local weights file nor a pretrained tag of {arch}: "
+                         f"{open_clip.list_pretrained_tags_by_model(arch)}")
+    try:
+        model = open_clip.create_model(arch, pretrained=tag, device="cpu", cache_dir=None) if not (
+            name.startswith("hf-hub:")) else open_clip.create_model(name, device="cpu")
+    except Exception as e:
+        if is_file or hub_reachable():
+            raise
+        raise ModelNotAvailableError(
+            f"cannot load CLIP {name!r} ({arch}, pretrained={tag!r}): the weights are not in the cache "
+            f"({hub_cache()}) and the hub cannot be reached ({type(e).__name__}). To fix: download them on a machine "
+            f"with internet and copy the cache, pass a local weights file with pretrained=PATH, or use the "
+            f"offline tiny world: load_clip('tinyclip'), or set DCLIP_PROFILE=tiny.") from e
+    model.eval().requires_grad_(False)
+    clip = CLIP(model, open_clip.get_tokenizer(name if name.startswith("hf-hub:") else arch), name)
+    return clip.to(device or default_device())

@@ -1,0 +1,273 @@
+"""The diffusion model zoo: one way in, ``load_diffusion(name)``, for the real 256x256 DDPMs and the tiny world.
+
+Names and their sources are data (``configs/diffusion_models.json``). A name may also be a local
+folder in diffusers layout, or a checkpoint file in the ermongroup/ddim layout (the authors' released
+CelebA-HQ model and their fine-tuned checkpoints), converted on load into diffusers' ``UNet2DModel``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dclip.schedule import Schedule
+
+CONFIGS = Path(__file__).parent / "configs"
+DIFFUSION_MODELS: dict[str, dict] = json.loads((CONFIGS / "diffusion_models.json").read_text())
+TINY_WEIGHTS = Path(__file__).parent / "tinyworld" / "weights"
+
+
+class ModelNotAvailableError(OSError):
+    """Weights that cannot be found locally nor downloaded; the message says where to get them."""
+
+
+class DiffusionModel(nn.Module):
+    """A noise predictor ``eps_theta(x_t, t)`` with its schedule and image size: what :mod:`dclip.ddim` takes.
+
+    ``model(x, t)`` with ``x`` (N, 3, H, W) and ``t`` a (N,) long tensor returns eps (N, 3, H, W).
+    """
+
+    def __init__(self, unet: nn.Module, schedule: Schedule, image_size: int, name: str):
+        super().__init__()
+        self.unet, self.schedule, self.image_size, self.name = unet, schedule, image_size, name
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        dtype = next(self.unet.parameters()).dtype
+        return self.unet(x.to(dtype), t).sample.to(x.dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def check_images(self, x: torch.Tensor) -> None:
+        """Raise a clear error unless ``x`` is a batch of images of this model's size in [-1, 1]."""
+        from dclip.ddim import check_image
+
+        check_image(x)
+        if tuple(x.shape[1:]) != (3, self.image_size, self.image_size):
+            raise ValueError(f"model {self.name!r} takes (N, 3, {self.image_size}, {self.image_size}) images, got "
+                             f"{tuple(x.shape)}; resize with dclip.load_image(path, size={self.image_size})")
+
+
+@dataclass(frozen=True)
+class _Default:
+    device: torch.device
+    dtype: torch.dtype
+
+
+def default_device() -> torch.device:
+    """CUDA if present, then Apple's MPS, then the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers within ``timeout`` seconds (False when HF_HUB_OFFLINE is set)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_cache() -> str:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def _not_available(name: str, repo: str, detail: str) -> ModelNotAvailableError:
+    return ModelNotAvailableError(
+        f"cannot load model {name!r}: the weights of hub repo {repo!r} are not in the Hugging Face cache "
+        f"({hub_cache()}) and the hub cannot be reached ({detail}). To fix: on a machine with internet run "
+        f"`huggingface-cli download {repo}` and copy the cache, or pass a local folder or checkpoint path as the "
+        f"name; or use the offline tiny world: load_diffusion('tinyfaces'), or set DCLIP_PROFILE=tiny.")
+
+
+def _hub_file(name: str, repo: str, filename: str) -> str:
+    """Path of ``filename`` of hub ``repo``, from the cache or (if reachable) downloaded."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return hf_hub_download(repo, filename, local_files_only=True)
+    except Exception:  # not cached: fall through to a download, if the hub answers
+        pass
+    if not hub_reachable():
+        raise _not_available(name, repo, "offline")
+    try:
+        return hf_hub_download(repo, filename)
+    except Exception as e:
+        raise _not_available(name, repo, f"{type(e).__name__}: {e}") from e
+
+
+def _unet_from_pretrained(name: str, source: str):
+    """diffusers' ``UNet2DModel.from_pretrained`` from a local folder, the cache, or the hub."""
+    from diffusers import UNet2DModel
+
+    if Path(source).is_dir():
+        sub = "unet" if (Path(source) / "unet" / "config.json").exists() else None
+        return UNet2DModel.from_pretrained(source, subfolder=sub)
+    for local in (True, False):
+        if not local and not hub_reachable():
+            raise _not_available(name, source, "offline")
+        for sub in (None, "unet"):
+            try:
+                return UNet2DModel.from_pretrained(source, subfolder=sub, local_files_only=local)
+            except OSError as e:
+                error = e
+    raise _not_available(name, source, f"{type(error).__name__}: {error}")
+
+
+# --- the ermongroup/ddim checkpoint layout (SDEdit / DiffusionCLIP) -> diffusers UNet2DModel -------------
+
+_N_LEVELS = 6  # ch_mult (1, 1, 2, 2, 4, 4) of the 256x256 models
+
+
+def _ddim_rules(n_levels: int) -> list[tuple[str, str]]:
+    """Regex rules from ddim-layout keys to UNet2DModel keys (METHOD.md, "Where the authors' code differs")."""
+    rules = [
+        (r"^temb\.dense\.0\.", "time_embedding.linear_1."),
+        (r"^temb\.dense\.1\.", "time_embedding.linear_2."),
+        (r"^norm_out\.", "conv_norm_out."),
+        (r"^mid\.block_1\.", "mid_block.resnets.0."),
+        (r"^mid\.block_2\.", "mid_block.resnets.1."),
+        (r"^mid\.attn_1\.", "mid_block.attentions.0."),
+        (r"^down\.(\d+)\.block\.", r"down_blocks.\1.resnets."),
+        (r"^down\.(\d+)\.attn\.", r"down_blocks.\1.attentions."),
+        (r"^down\.(\d+)\.downsample\.", r"down_blocks.\1.downsamplers.0."),
+    ]
+    for i in range(n_levels):
+        j = n_levels - 1 - i
+        rules += [(rf"^up\.{i}\.block\.", f"up_blocks.{j}.resnets."), (rf"^up\.{i}\.attn\.", f"up_blocks.{j}.attentions."),
+                  (rf"^up\.{i}\.upsample\.", f"up_blocks.{j}.upsamplers.0.")]
+    rules += [(r"\.nin_shortcut\.", ".conv_shortcut."), (r"\.temb_proj\.", ".time_emb_proj."),
+              (r"(attentions\.\d+)\.norm\.", r"\1.group_norm."), (r"(attentions\.\d+)\.q\.", r"\1.to_q."),
+              (r"(attentions\.\d+)\.k\.", r"\1.to_k."), (r"(attentions\.\d+)\.v\.", r"\1.to_v."),
+              (r"(attentions\.\d+)\.proj_out\.", r"\1.to_out.0.")]
+    return rules
+
+
+def ddim_to_diffusers(state: dict[str, torch.Tensor], n_levels: int = _N_LEVELS) -> dict[str, torch.Tensor]:
+    """Convert an ermongroup/ddim-layout state dict into UNet2DModel keys (1x1 attention convs become linears)."""
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        for pattern, repl in _ddim_rules(n_levels):
+            key = re.sub(pattern, repl, key)
+        if re.search(r"attentions\.\d+\.(to_q|to_k|to_v|to_out\.0)\.weight$", key) and value.dim() == 4:
+            value = value[:, :, 0, 0]
+        out[key] = value
+    return out
+
+
+def diffusers_to_ddim(state: dict[str, torch.Tensor], n_levels: int = _N_LEVELS) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`ddim_to_diffusers`: UNet2DModel keys to the ddim layout (linears become 1x1 convs)."""
+    inverse = [
+        (r"^time_embedding\.linear_1\.", "temb.dense.0."), (r"^time_embedding\.linear_2\.", "temb.dense.1."),
+        (r"^conv_norm_out\.", "norm_out."), (r"^mid_block\.resnets\.0\.", "mid.block_1."),
+        (r"^mid_block\.resnets\.1\.", "mid.block_2."), (r"^mid_block\.attentions\.0\.", "mid.attn_1."),
+        (r"^down_blocks\.(\d+)\.resnets\.", r"down.\1.block."), (r"^down_blocks\.(\d+)\.attentions\.", r"down.\1.attn."),
+        (r"^down_blocks\.(\d+)\.downsamplers\.0\.", r"down.\1.downsample."),
+    ]
+    for i in range(n_levels):
+        j = n_levels - 1 - i
+        inverse += [(rf"^up_blocks\.{j}\.resnets\.", f"up.{i}.block."), (rf"^up_blocks\.{j}\.attentions\.", f"up.{i}.attn."),
+                    (rf"^up_blocks\.{j}\.upsamplers\.0\.", f"up.{i}.upsample.")]
+    inverse += [(r"\.conv_shortcut\.", ".nin_shortcut."), (r"\.time_emb_proj\.", ".temb_proj."),
+                (r"\.group_norm\.", ".norm."), (r"\.to_q\.", ".q."), (r"\.to_k\.", ".k."), (r"\.to_v\.", ".v."),
+                (r"\.to_out\.0\.", ".proj_out.")]
+    out = {}
+    for key, value in state.items():
+        attn_linear = re.search(r"attentions\.\d+\.(to_q|to_k|to_v|to_out\.0)\.weight$", key)
+        for pattern, repl in inverse:
+            key = re.sub(pattern, repl, key)
+        out[key] = value[:, :, None, None] if attn_linear else value
+    return out
+
+
+def _read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a .ckpt/.pth/.pt (plain, DataParallel 'module.' keys, or [state, ...]) or .safetensors file."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, (list, tuple)):
+        state = state[0]
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    return state
+
+
+def unet_from_ddim_checkpoint(path: str | Path, config: dict):
+    """A UNet2DModel of ``config`` with the weights of an ermongroup/ddim-layout checkpoint at ``path``."""
+    from diffusers import UNet2DModel
+
+    unet = UNet2DModel(**config)
+    state = ddim_to_diffusers(_read_checkpoint(path), len(config["block_out_channels"]))
+    missing, unexpected = unet.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit the {config['sample_size']}x{config['sample_size']} UNet: "
+                         f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+                         f"(e.g. {unexpected[:3]}); is it a ddim-layout checkpoint of this architecture?")
+    return unet
+
+
+def _tiny_unet():
+    from diffusers import UNet2DModel
+    from safetensors.torch import load_file
+
+    from dclip.tinyworld.train import load_config
+
+    weights = TINY_WEIGHTS / "tinyfaces.safetensors"
+    if not weights.exists():
+        raise ModelNotAvailableError(f"the tiny world's DDPM weights are missing ({weights}); train them with "
+                                     "`python -m dclip.tinyworld.train ddpm`")
+    unet = UNet2DModel(**load_config("tinyfaces")["unet"])
+    unet.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
+    return unet
+
+
+def load_diffusion(name: str, device: str | torch.device | None = None,
+                   dtype: torch.dtype | None = None) -> DiffusionModel:
+    """A pretrained DDPM by name, as a :class:`DiffusionModel` on ``device`` (default: CUDA, MPS, else CPU).
+
+    Names: ``celeba-hq``, ``church``, ``bedroom``, ``cat`` (google/ddpm-*-256), ``celeba-hq-sdedit`` (the
+    checkpoint the paper used), ``tinyfaces`` (the tiny world, from package data); or a local diffusers folder
+    or a ddim-layout checkpoint file (256x256 CelebA-HQ architecture). Raises :class:`ModelNotAvailableError`
+    offline without cached weights, and ``ValueError`` for an unknown name.
+    """
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+    entry = DIFFUSION_MODELS.get(name)
+    if entry is None and not Path(name).exists():
+        raise ValueError(f"unknown diffusion model {name!r}: use one of {sorted(DIFFUSION_MODELS)}, "
+                         "a local diffusers folder, or a ddim-layout checkpoint file")
+    if entry is None:
+        source = Path(name)
+        unet = _unet_from_pretrained(name, name) if source.is_dir() else unet_from_ddim_checkpoint(
+            source, DIFFUSION_MODELS["celeba-hq-sdedit"]["unet"])
+        entry = {"schedule": DIFFUSION_MODELS["celeba-hq"]["schedule"]}
+    elif entry["source"] == "tiny":
+        unet = _tiny_unet()
+    elif entry["source"] == "ddim-checkpoint":
+        unet = unet_from_ddim_checkpoint(_hub_file(name, entry["repo"], entry["file"]), entry["unet"])
+    else:
+        unet = _unet_from_pretrained(name, entry["repo"])
+    schedule = Schedule.linear(**entry["schedule"])
+    model = DiffusionModel(unet, schedule, int(unet.config.sample_size), name)
+    model.eval().requires_grad_(False)
+    return model.to(device=device or default_device(), dtype=dtype)

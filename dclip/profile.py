@@ -1,0 +1,52 @@
+"""Model profiles: the real models where a GPU and their weights are there, the tiny world everywhere else.
+
+``profile()`` decides; ``DCLIP_PROFILE=tiny|real`` forces one. Notebooks print ``profile().describe()``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from dclip.models import default_device, hub_reachable
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a notebook runs on: the diffusion model, the CLIP, image size, device and the paper's step counts."""
+
+    name: str  # "real" or "tiny"
+    diffusion: str
+    clip: str
+    image_size: int
+    device: str
+    train_steps: tuple[int, int]  # (S_for, S_gen) while fine-tuning
+    test_steps: tuple[int, int]  # (S_for, S_gen) when editing
+
+    def describe(self) -> str:
+        return (f"dclip profile: {self.name} ({self.diffusion} DDPM at {self.image_size}x{self.image_size}, "
+                f"CLIP {self.clip}) on {self.device}")
+
+
+REAL = dict(diffusion="celeba-hq", clip="ViT-B-16", image_size=256, train_steps=(40, 6), test_steps=(200, 40))
+TINY = dict(diffusion="tinyfaces", clip="tinyclip", image_size=32, train_steps=(40, 6), test_steps=(200, 40))
+
+
+def _real_weights_available() -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache("google/ddpm-celebahq-256", "config.json")
+    return isinstance(cached, str) or hub_reachable()
+
+
+def profile(name: str | None = None) -> Profile:
+    """The profile to run: ``name``, else ``$DCLIP_PROFILE``, else real with a CUDA GPU and reachable or cached
+    weights, else tiny."""
+    name = name or os.environ.get("DCLIP_PROFILE") or None
+    if name not in (None, "tiny", "real"):
+        raise ValueError(f"unknown profile {name!r}: use 'tiny' or 'real' (DCLIP_PROFILE=tiny|real)")
+    if name is None:
+        name = "real" if torch.cuda.is_available() and _real_weights_available() else "tiny"
+    device = str(default_device()) if name == "real" else ("cuda" if torch.cuda.is_available() else "cpu")
+    return Profile(name=name, device=device, **(REAL if name == "real" else TINY))
