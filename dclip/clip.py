@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dclip.models import ModelNotAvailableError, default_device, hub_cache, hub_reachable
+from dclip.models import ModelNotAvailableError, default_device, hub_cache, offline_unless_reachable
 
 TINY_CONFIGS = Path(__file__).parent / "tinyworld" / "configs" / "open_clip"
 TINY_WEIGHTS = Path(__file__).parent / "tinyworld" / "weights"
@@ -106,10 +106,11 @@ def load_clip(name: str = "tinyclip", device: str | torch.device | None = None,
         raise ValueError(f"{tag!r} is neither a local weights file nor a pretrained tag of {arch}: "
                          f"{open_clip.list_pretrained_tags_by_model(arch)}")
     try:
-        model = open_clip.create_model(arch, pretrained=tag, device="cpu", cache_dir=None) if not (
-            name.startswith("hf-hub:")) else open_clip.create_model(name, device="cpu")
+        with offline_unless_reachable() as offline:
+            model = open_clip.create_model(name if name.startswith("hf-hub:") else arch,
+                                           pretrained=None if name.startswith("hf-hub:") else tag, device="cpu")
     except Exception as e:
-        if is_file or hub_reachable():
+        if is_file or not offline:
             raise
         raise ModelNotAvailableError(
             f"cannot load CLIP {name!r} ({arch}, pretrained={tag!r}): the weights are not in the cache "

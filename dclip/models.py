@@ -10,6 +10,7 @@ import json
 import os
 import re
 import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,20 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+@contextmanager
+def offline_unless_reachable():
+    """Within this block the Hugging Face client works from its cache alone when the hub cannot be reached,
+    so a missing file fails at once instead of after a minute of retries."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = before or not hub_reachable()
+    try:
+        yield constants.HF_HUB_OFFLINE
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 def hub_cache() -> str:
@@ -217,7 +232,10 @@ def unet_from_ddim_checkpoint(path: str | Path, config: dict):
 
     unet = UNet2DModel(**config)
     state = ddim_to_diffusers(_read_checkpoint(path), len(config["block_out_channels"]))
-    missing, unexpected = unet.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = unet.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes that do not fit
+        missing, unexpected = [str(e).splitlines()[1].strip()], []
     if missing or unexpected:
         raise ValueError(f"{path} does not fit the {config['sample_size']}x{config['sample_size']} UNet: "
                          f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected "

@@ -63,3 +63,22 @@ def judge_faces(judge: Judge, images: torch.Tensor, batch_size: int = 256) -> di
         if key != "parts":
             out[f"{key}_prob"] = logits.softmax(1)
     return out
+
+
+def load_judge(device: str | torch.device = "cpu") -> Judge:
+    """The trained judge from package data."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    weights = Path(__file__).parent / "weights"
+    if not (weights / "judge.safetensors").exists():
+        from dclip.models import ModelNotAvailableError
+
+        raise ModelNotAvailableError(f"the judge's weights are missing ({weights}); train them with "
+                                     "`python -m dclip.tinyworld.train judge`")
+    cfg = json.loads((Path(__file__).parent / "configs" / "judge.json").read_text())
+    judge = Judge(**cfg["model"])
+    judge.load_state_dict(load_file(str(weights / "judge.safetensors")))
+    return judge.eval().requires_grad_(False).to(device)

@@ -97,10 +97,17 @@ def train_ddpm(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = None
     bar.close()
     card = {"name": cfg["name"], "kind": "ddpm", "config": cfg, "steps": step,
             "wall_minutes": round((time.time() - start) / 60, 1), "data_size": tc["n_images"],
-            "final_loss_avg100": round(sum(losses[-100:]) / max(1, len(losses[-100:])), 5),
+            "final_loss_avg100": round(sum(losses[-100:]) / max(1, len(losses[-100:])), 5), **_loss_ends(losses),
             "threads": tc["threads"], "device": "cpu"}
     _export(ema, cfg["name"], card, out_dir, fp16=True)
     return card
+
+
+def _loss_ends(losses: list[float], k: int = 10) -> dict[str, float]:
+    """Mean loss over the first and the last ``k`` steps of this run (resumed steps included)."""
+    if not losses:
+        return {}
+    return {"loss_start": round(sum(losses[:k]) / len(losses[:k]), 5), "loss_end": round(sum(losses[-k:]) / len(losses[-k:]), 5)}
 
 
 def _export(model: torch.nn.Module, name: str, card: dict, out_dir: Path, fp16: bool) -> None:
@@ -136,7 +143,7 @@ def train_judge(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = Non
     model = Judge(**cfg["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=1e-4)
     gen = torch.Generator().manual_seed(tc["seed"])
-    start = time.time()
+    start, losses = time.time(), []
     for step in (bar := tqdm(range(steps), desc="judge")):
         idx = torch.randint(0, len(data), (tc["batch_size"],), generator=gen)
         for g in opt.param_groups:  # warm-up, then cosine decay
@@ -147,9 +154,10 @@ def train_judge(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = Non
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        losses.append(loss.item())
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-    card = {"name": cfg["name"], "kind": "judge", "config": cfg, "steps": steps, "data_size": tc["n_images"],
+    card = {"name": cfg["name"], "kind": "judge", "config": cfg, "steps": steps, "data_size": tc["n_images"], **_loss_ends(losses),
             "wall_minutes": round((time.time() - start) / 60, 1), "threads": tc["threads"], "device": "cpu"}
     _export(model, cfg["name"], card, out_dir, fp16=False)
     return card
@@ -192,10 +200,11 @@ def train_clip(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = None
     rng = np.random.default_rng(tc["seed"])
     ckpt = _Resumable(run_dir)
     state = ckpt.load()
-    step, elapsed, history = 0, 0.0, []
+    step, elapsed, history, losses = 0, 0.0, [], []
     if state is not None:
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); gen.set_state(state["gen"])
         rng.bit_generator.state = state["rng"]; step, elapsed, history = state["step"], state["elapsed"], state["history"]
+        losses = state.get("losses", [])
     start = time.time() - elapsed
     bar = tqdm(total=steps, initial=step, desc="tinyclip")
     while step < steps and (time.time() - start) < tc["max_minutes"] * 60:
@@ -213,6 +222,7 @@ def train_clip(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = None
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        losses.append(loss.item())
         step += 1
         bar.update(1)
         if step % 50 == 0:
@@ -223,12 +233,14 @@ def train_clip(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = None
             history.append({"step": step, "loss": round(loss.item(), 4), **{k: round(v, 4) for k, v in acc.items()}})
             bar.write(json.dumps(history[-1]))
             ckpt.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                       "rng": rng.bit_generator.state, "step": step, "elapsed": time.time() - start, "history": history})
+                       "rng": rng.bit_generator.state, "step": step, "elapsed": time.time() - start, "history": history,
+                       "losses": losses})
             if min(acc.values()) >= tc["stop_at_accuracy"]:
                 break
     bar.close()
     card = {"name": cfg["name"], "kind": "clip", "config": cfg, "steps": step, "data_size": tc["n_images"],
             "wall_minutes": round((time.time() - start) / 60, 1), "validation": history, "threads": tc["threads"],
+            **_loss_ends(losses),
             "device": "cpu"}
     _export(model, cfg["name"], card, out_dir, fp16=True)
     return card
