@@ -1,0 +1,97 @@
+"""The CLIP losses (Eq. 8, 9), the directional similarity S_dir (Eq. 30) and the identity loss (Eq. 11).
+
+All take images in [-1, 1] (N, 3, H, W) and a :class:`dclip.clip.CLIP`; they are differentiable in the
+generated image and return per-batch means (``reduction="none"`` gives one value per image).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch.nn import functional as F
+
+from dclip.clip import CLIP
+
+#: An identity term ``L_face(x_gen, x0) -> (N,)`` (Eq. 11): 0 for the same identity.
+IdentityTerm = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def text_direction(clip: CLIP, target: str, reference: str, templates: tuple[str, ...] = ("{}",)) -> torch.Tensor:
+    """``Delta T = E_T(y_tar) - E_T(y_ref)`` (Eq. 9), each averaged over prompt ``templates`` and normalised; (D,)."""
+    for text, name in ((target, "target"), (reference, "reference")):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"the {name} text must be a non-empty string, got {text!r}")
+
+    def embed(text: str) -> torch.Tensor:
+        return F.normalize(clip.encode_text([t.format(text) for t in templates]).mean(0), dim=-1)
+
+    return embed(target) - embed(reference)
+
+
+def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
+    return x.mean() if reduction == "mean" else x
+
+
+def global_clip_loss(clip: CLIP, x_gen: torch.Tensor, target: str, reduction: str = "mean") -> torch.Tensor:
+    """Global CLIP loss (Eq. 8): the cosine distance ``1 - cos(E_I(x_gen), E_T(y_tar))``."""
+    return _reduce(1 - clip.encode_image(x_gen) @ clip.encode_text([target])[0], reduction)
+
+
+def directional_similarity(clip: CLIP, x_gen: torch.Tensor, x_ref: torch.Tensor, delta_t: torch.Tensor,
+                           reduction: str = "mean") -> torch.Tensor:
+    """S_dir (Eq. 30): ``cos(Delta I, Delta T)`` with ``Delta I = E_I(x_gen) - E_I(x_ref)``; in [-1, 1]."""
+    if x_gen.shape != x_ref.shape:
+        raise ValueError(f"x_gen {tuple(x_gen.shape)} and x_ref {tuple(x_ref.shape)} must have the same shape")
+    delta_i = clip.encode_image(x_gen) - clip.encode_image(x_ref)
+    return _reduce(F.cosine_similarity(delta_i, delta_t.to(delta_i)[None], dim=-1), reduction)
+
+
+def directional_clip_loss(clip: CLIP, x_gen: torch.Tensor, x_ref: torch.Tensor, delta_t: torch.Tensor,
+                          reduction: str = "mean") -> torch.Tensor:
+    """Directional CLIP loss (Eq. 9): ``1 - cos(Delta I, Delta T)``."""
+    return 1 - directional_similarity(clip, x_gen, x_ref, delta_t, reduction)
+
+
+def identity_loss(x_gen: torch.Tensor, x0: torch.Tensor, lambda_l1: float, lambda_face: float = 0.0,
+                  face: IdentityTerm | None = None, reduction: str = "mean") -> torch.Tensor:
+    """Identity loss (Eq. 11): ``lambda_L1 |x0 - x_gen| + lambda_face L_face(x_gen, x0)``.
+
+    The L1 term is the mean absolute difference per image. A ``lambda_face > 0`` needs an identity term
+    ``face`` (:func:`face_identity` on real faces, :func:`lowpass_identity` in the tiny world).
+    """
+    if x_gen.shape != x0.shape:
+        raise ValueError(f"x_gen {tuple(x_gen.shape)} and x0 {tuple(x0.shape)} must have the same shape")
+    loss = lambda_l1 * (x_gen - x0).abs().flatten(1).mean(1)
+    if lambda_face > 0:
+        if face is None:
+            raise ValueError("lambda_ID > 0 needs an identity term: pass face=face_identity() for real faces or "
+                             "face=lowpass_identity for the tiny world, or set lambda_ID = 0")
+        loss = loss + lambda_face * face(x_gen, x0)
+    return _reduce(loss, reduction)
+
+
+def lowpass_identity(x_gen: torch.Tensor, x0: torch.Tensor, size: int = 8) -> torch.Tensor:
+    """The tiny world's STAND-IN for a face-recognition identity loss: mean squared difference of the images
+    average-pooled to ``size`` x ``size``. A tiny face's identity is its position, size, shape and background,
+    which this keeps; it uses neither the guiding CLIP nor the judge. Returns (N,)."""
+    return (F.adaptive_avg_pool2d(x_gen, size) - F.adaptive_avg_pool2d(x0, size)).square().flatten(1).mean(1)
+
+
+def face_identity(device: str | torch.device | None = None) -> IdentityTerm:
+    """A face-recognition identity term ``1 - cos(R(x_gen), R(x0))`` (the paper uses ArcFace), from the
+    ``facenet-pytorch`` package (InceptionResnetV1, VGGFace2). Raises a clear error where it is not installed."""
+    try:
+        from facenet_pytorch import InceptionResnetV1
+    except ImportError as e:
+        raise ImportError("the face identity loss needs a face-recognition backbone: `pip install facenet-pytorch` "
+                          "(its weights download on first use), or set lambda_ID = 0") from e
+    net = InceptionResnetV1(pretrained="vggface2").eval().requires_grad_(False)
+    if device is not None:
+        net = net.to(device)
+
+    def term(x_gen: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        def emb(x: torch.Tensor) -> torch.Tensor:
+            return F.normalize(net(F.interpolate(x, size=(160, 160), mode="bilinear", align_corners=False)), dim=-1)
+        return 1 - (emb(x_gen) * emb(x0)).sum(-1)
+
+    return term

@@ -1,0 +1,51 @@
+"""Figures for the notebooks: labelled image grids and curves."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import torch
+
+
+def _to_numpy(x: torch.Tensor):
+    return ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+
+
+def show_images(rows: dict[str, torch.Tensor], col_labels: Sequence[str] | None = None, title: str = "",
+                size: float = 1.2) -> plt.Figure:
+    """A grid of [-1, 1] images: one row per entry of ``rows`` (labelled with its key), columns labelled."""
+    n_cols = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(size * n_cols + 1, size * len(rows) + 0.4), squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([]), ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(images):
+                ax.imshow(_to_numpy(images[c]), interpolation="nearest" if images.shape[-1] <= 64 else "antialiased")
+            if c == 0:
+                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+            if r == 0 and col_labels is not None and c < len(col_labels):
+                ax.set_title(col_labels[c], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(curves: dict[str, Sequence[float]], x: Sequence[float] | None = None, title: str = "",
+                xlabel: str = "", ylabel: str = "", logx: bool = False, logy: bool = False) -> plt.Figure:
+    """Line plot of named curves, with a title and axis labels."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for name, ys in curves.items():
+        ax.plot(x if x is not None else range(len(ys)), ys, marker="o" if len(ys) < 20 else None, label=name)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,246 @@
+"""The DiffusionCLIP engine on small models: losses (Eq. 8-11, 30), fine-tuning (Alg. 1, 2), editing (Alg. 3-5)."""
+import pytest
+import torch
+from diffusers import UNet2DModel
+from torch.nn import functional as F
+
+from dclip.editing import combine, manipulate, to_pretrained_domain, transition, translate
+from dclip.finetune import FinetuneConfig, fingerprint, finetune, load_finetuned, precompute_latents, save_finetuned
+from dclip.losses import (directional_clip_loss, directional_similarity, global_clip_loss, identity_loss,
+                          lowpass_identity, text_direction)
+from dclip.models import DiffusionModel
+from dclip.ddim import reconstruct
+from dclip.schedule import Schedule
+
+
+class FakeCLIP:
+    """A duck-typed CLIP: a fixed random conv encoder for images, a lookup table for texts (dimension 8)."""
+
+    def __init__(self, linear: bool = False):
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.Tanh(), torch.nn.AdaptiveAvgPool2d(1),
+                                       torch.nn.Flatten()).requires_grad_(False)
+        self.linear = linear
+        self.table: dict[str, torch.Tensor] = {}
+
+    def encode_image(self, x):
+        return x[:, 0, 0, :8] if self.linear else F.normalize(self.net(x), dim=-1)
+
+    def encode_text(self, texts):
+        for t in texts:
+            if t not in self.table:
+                self.table[t] = F.normalize(torch.randn(8, generator=torch.Generator().manual_seed(len(t))), dim=0)
+        return torch.stack([self.table[t] for t in texts])
+
+
+def small_model(seed: int = 0) -> DiffusionModel:
+    torch.manual_seed(seed)
+    unet = UNet2DModel(sample_size=16, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+    return DiffusionModel(unet, Schedule.linear(), 16, f"small-{seed}").eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def base():
+    return small_model()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 1.6 - 0.8
+
+
+# --- losses -----------------------------------------------------------------------------------------------
+
+def test_directional_similarity_is_the_cosine_of_eq30():
+    clip = FakeCLIP(linear=True)
+    x_ref = torch.rand(2, 3, 4, 8)
+    delta_t = torch.randn(8)
+    along, against = x_ref.clone(), x_ref.clone()
+    along[:, 0, 0, :8] += 0.5 * delta_t
+    against[:, 0, 0, :8] -= 0.5 * delta_t
+    assert directional_similarity(clip, along, x_ref, delta_t).item() == pytest.approx(1.0, abs=1e-5)
+    assert directional_similarity(clip, against, x_ref, delta_t).item() == pytest.approx(-1.0, abs=1e-5)
+    assert directional_clip_loss(clip, against, x_ref, delta_t).item() == pytest.approx(2.0, abs=1e-5)
+    assert directional_clip_loss(clip, along, x_ref, delta_t, reduction="none").shape == (2,)
+
+
+def test_global_clip_loss_is_the_cosine_distance_of_eq8():
+    clip = FakeCLIP()
+    x = torch.rand(3, 3, 8, 8)
+    expected = 1 - clip.encode_image(x) @ clip.encode_text(["zombie"])[0]
+    assert torch.allclose(global_clip_loss(clip, x, "zombie", reduction="none"), expected)
+
+
+def test_text_direction_averages_templates_and_rejects_empty_text():
+    clip = FakeCLIP()
+    d = text_direction(clip, "angry face", "face", templates=("{}", "a photo of a {}"))
+    tar = F.normalize(clip.encode_text(["angry face", "a photo of a angry face"]).mean(0), dim=0)
+    ref = F.normalize(clip.encode_text(["face", "a photo of a face"]).mean(0), dim=0)
+    assert torch.allclose(d, tar - ref)
+    with pytest.raises(ValueError, match="target text must be a non-empty"):
+        text_direction(clip, "  ", "face")
+
+
+def test_identity_loss_is_eq11():
+    x0 = torch.zeros(2, 3, 8, 8)
+    x = torch.full((2, 3, 8, 8), 0.5)
+    assert identity_loss(x, x0, 0.3).item() == pytest.approx(0.15)
+    assert identity_loss(x, x0, 0.3, 2.0, face=lambda a, b: torch.ones(2)).item() == pytest.approx(2.15)
+    with pytest.raises(ValueError, match="needs an identity term"):
+        identity_loss(x, x0, 0.3, 0.3)
+    with pytest.raises(ValueError, match="same shape"):
+        identity_loss(x[:1], x0, 0.3)
+
+
+def test_lowpass_identity_ignores_fine_detail_but_not_layout():
+    x0 = torch.zeros(1, 3, 32, 32)
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None]) % 2 * 0.4 - 0.2  # averages to 0 in 4x4 blocks
+    assert lowpass_identity(x0 + checker, x0).item() == pytest.approx(0.0, abs=1e-7)
+    shifted = x0.clone()
+    shifted[..., :16] = 0.5
+    assert lowpass_identity(shifted, x0).item() > 0.1
+
+
+# --- fine-tuning -----------------------------------------------------------------------------------------
+
+def test_latents_are_cached_and_reused(base, images, tmp_path, monkeypatch):
+    lat = precompute_latents(base, images, 300, 4, cache_dir=tmp_path, progress=False)
+    assert lat.x_t0.shape == images.shape and len(list(tmp_path.iterdir())) == 1
+    import dclip.finetune
+
+    monkeypatch.setattr(dclip.finetune, "ddim_invert", lambda *a, **k: pytest.fail("inverted again"))
+    again = precompute_latents(base, images, 300, 4, cache_dir=tmp_path, progress=False)
+    assert torch.equal(again.x_t0, lat.x_t0)
+
+
+def test_latents_reject_images_of_another_size(base):
+    with pytest.raises(ValueError, match=r"takes \(N, 3, 16, 16\)"):
+        precompute_latents(base, torch.zeros(1, 3, 32, 32), 300, 4, cache_dir=None)
+
+
+def _objective_on(model, lat, cfg, clip):
+    from dclip.ddim import ddim_generate
+    from dclip.finetune import objective
+
+    with torch.no_grad():
+        x = ddim_generate(model, lat.x_t0, model.schedule, cfg.t0, cfg.S_gen)
+        return objective(clip, x, lat.x0, text_direction(clip, cfg.target, cfg.reference), cfg, None)[0].item()
+
+
+@pytest.mark.parametrize("algorithm", [1, 2])
+def test_finetuning_lowers_eq10_and_leaves_the_pretrained_model_alone(base, images, algorithm):
+    clip = FakeCLIP()
+    lat = precompute_latents(base, images, 300, 4, cache_dir=None, progress=False)
+    cfg = FinetuneConfig("tanned face", "face", t0=300, S_gen=3, lr=1e-3, epochs=3, batch_size=2, algorithm=algorithm)
+    before = fingerprint(base)
+    result = finetune(base, clip, lat, cfg, progress=False)
+    assert fingerprint(base) == before and not any(p.requires_grad for p in base.parameters())
+    assert len(result.history) == 3 * 2 * (1 if algorithm == 1 else 3)
+    assert _objective_on(result.model, lat, cfg, clip) < _objective_on(base, lat, cfg, clip) - 0.02
+
+
+def test_finetuning_is_seeded_and_checkpointing_changes_nothing(base, images):
+    clip = FakeCLIP()
+    lat = precompute_latents(base, images, 300, 4, cache_dir=None, progress=False)
+    runs = [finetune(base, clip, lat, FinetuneConfig("a", "b", t0=300, S_gen=3, lr=1e-3, epochs=1, batch_size=2,
+                                                      checkpoint=c), progress=False) for c in (True, True, False)]
+    assert fingerprint(runs[0].model) == fingerprint(runs[1].model)
+    for p, q in zip(runs[0].model.parameters(), runs[2].model.parameters()):
+        assert torch.allclose(p, q, atol=1e-5)
+
+
+def test_learning_rate_grows_by_gamma_every_n_steps(base, images):
+    lat = precompute_latents(base, images, 300, 2, cache_dir=None, progress=False)
+    cfg = FinetuneConfig("a", "b", t0=300, S_gen=2, lr=1e-5, lr_gamma=1.2, lr_every=2, epochs=3, batch_size=2)
+    lrs = [h["lr"] for h in finetune(base, FakeCLIP(), lat, cfg, progress=False).history]
+    assert lrs == pytest.approx([1e-5, 1e-5, 1.2e-5, 1.2e-5, 1.44e-5, 1.44e-5])
+
+
+def test_callback_sees_every_step(base, images):
+    lat = precompute_latents(base, images, 300, 2, cache_dir=None, progress=False)
+    seen = []
+    finetune(base, FakeCLIP(), lat, FinetuneConfig("a", "b", t0=300, S_gen=2, epochs=1, batch_size=2),
+             callback=lambda i, entry, model: seen.append((i, entry["loss"])), progress=False)
+    assert [i for i, _ in seen] == [1, 2]
+
+
+def test_save_load_and_resume(base, images, tmp_path):
+    lat = precompute_latents(base, images, 300, 2, cache_dir=None, progress=False)
+    cfg = FinetuneConfig("angry face", "face", t0=300, S_gen=2, lr=1e-3, epochs=1, batch_size=2)
+    result = finetune(base, FakeCLIP(), lat, cfg, progress=False)
+    save_finetuned(result, tmp_path / "angry")
+    loaded, loaded_cfg = load_finetuned(tmp_path / "angry.safetensors", base)
+    assert fingerprint(loaded) == fingerprint(result.model) and loaded_cfg == cfg
+    resumed = finetune(base, FakeCLIP(), lat, cfg, progress=False, init=loaded)
+    assert resumed.base_fingerprint == fingerprint(base) and fingerprint(resumed.model) != fingerprint(loaded)
+    with pytest.raises(ValueError, match="was fine-tuned from 'small-0'"):
+        load_finetuned(tmp_path / "angry", small_model(seed=1))
+
+
+def test_bad_settings_are_clear_errors(base, images):
+    lat = precompute_latents(base, images, 300, 2, cache_dir=None, progress=False)
+    with pytest.raises(ValueError, match="t0=300 but the config asks t0=400"):
+        finetune(base, FakeCLIP(), lat, FinetuneConfig("a", "b", t0=400), progress=False)
+    with pytest.raises(ValueError, match="algorithm=3"):
+        FinetuneConfig("a", "b", t0=300, algorithm=3)
+    with pytest.raises(ValueError, match="non-empty"):
+        FinetuneConfig("", "face", t0=300)
+
+
+def test_config_from_a_recipe():
+    from dclip.recipes import get_recipe
+
+    cfg = FinetuneConfig.from_recipe(get_recipe("celeba-hq", "angry"), epochs=2)
+    assert (cfg.target, cfg.reference, cfg.t0, cfg.lambda_l1, cfg.lambda_id, cfg.epochs) == ("angry face", "face", 500, 0.3, 0.3, 2)
+
+
+# --- editing ---------------------------------------------------------------------------------------------
+
+def test_manipulation_with_the_pretrained_model_is_the_reconstruction(base, images):
+    with torch.no_grad():
+        assert torch.equal(manipulate(base, base, images, 300, 4, 3), reconstruct(base, images, base.schedule, 300, 4, 3))
+
+
+def test_transition_spans_reconstruction_to_edit(base, images):
+    tuned = small_model(seed=1)
+    lat = precompute_latents(base, images, 300, 4, cache_dir=None, progress=False)
+    with torch.no_grad():
+        plain = manipulate(base, base, None, 300, S_gen=3, x_t0=lat.x_t0)
+        edit = manipulate(base, tuned, None, 300, S_gen=3, x_t0=lat.x_t0)
+        assert torch.equal(transition(base, tuned, 0.0, lat.x_t0, 300, 3), plain)
+        assert torch.allclose(transition(base, tuned, 1.0, lat.x_t0, 300, 3), edit, atol=1e-6)
+        half = transition(base, tuned, 0.5, lat.x_t0, 300, 3)
+    assert (half - plain).abs().mean() < (edit - plain).abs().mean()
+
+
+def test_multi_attribute_combination_checks_its_weights(base, images):
+    tuned = [small_model(1), small_model(2)]
+    with torch.no_grad():
+        out = combine(base, tuned, [0.5, 0.5], images, 300, 4, 3)
+    assert out.shape == images.shape
+    with pytest.raises(ValueError, match="sum to 1"):
+        combine(base, tuned, [0.5, 0.7], images, 300, 4, 3)
+
+
+def test_stochastic_manipulation_is_seeded_and_varied(base, images):
+    lat = precompute_latents(base, images, 300, 4, cache_dir=None, progress=False)
+    run = lambda s: manipulate(base, base, None, 300, S_gen=3, x_t0=lat.x_t0, eta=1.0,  # noqa: E731
+                               generator=torch.Generator().manual_seed(s))
+    with torch.no_grad():
+        assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
+
+
+def test_translation_brings_images_into_the_domain_then_edits(base, images):
+    with torch.no_grad():
+        x_prime, edited = translate(base, small_model(1), images, 300, 4, 3, t0_ddpm=200, k_ddpm=2,
+                                    generator=torch.Generator().manual_seed(0))
+        again = to_pretrained_domain(base, images, 200, 40, 2, torch.Generator().manual_seed(0))
+    assert torch.equal(x_prime, again) and edited.shape == images.shape
+    with pytest.raises(ValueError, match="k_ddpm"):
+        to_pretrained_domain(base, images, 200, k_ddpm=0)
+
+
+def test_editing_rejects_images_of_another_size(base):
+    with pytest.raises(ValueError, match=r"takes \(N, 3, 16, 16\)"):
+        manipulate(base, base, torch.zeros(1, 3, 32, 32), 300)
