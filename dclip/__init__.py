@@ -9,6 +9,8 @@ from dclip.ddpm import ddpm_loss, ddpm_sample, ddpm_step, q_sample
 from dclip.images import load_image, save_images, to_pil
 from dclip.models import DiffusionModel, ModelNotAvailableError, load_diffusion
 from dclip.noise_combination import mix_noise_predictors, transition_gammas
+from dclip.plotting import plot_curves, show_images
+from dclip.profile import example_images as profile_example_images
 from dclip.profile import profile
 from dclip.recipes import get_recipe, recipes_for
 from dclip.schedule import Schedule, time_sequence
@@ -17,6 +19,6 @@ __version__ = "0.1.0"
 __all__ = [
     "CLIP", "DiffusionModel", "ModelNotAvailableError", "Schedule", "ddim_generate", "ddim_invert", "ddim_step",
     "ddpm_loss", "ddpm_sample", "ddpm_step", "get_recipe", "load_clip", "load_diffusion", "load_image",
-    "mix_noise_predictors", "predict_x0", "profile", "q_sample", "recipes_for", "reconstruct", "save_images",
+    "mix_noise_predictors", "plot_curves", "predict_x0", "profile", "profile_example_images", "show_images", "q_sample", "recipes_for", "reconstruct", "save_images",
     "time_sequence", "to_pil", "transition_gammas",
 ]

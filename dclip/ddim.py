@@ -58,17 +58,21 @@ def sigma(alpha_bar_t: float, alpha_bar_next: float, eta: float) -> float:
 
 def ddim_step(eps_model: NoisePredictor, x_t: torch.Tensor, t: int, t_next: int, schedule: Schedule,
               eta: float = 0.0, generator: torch.Generator | None = None,
-              eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              eps: torch.Tensor | None = None, clip_x0: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of the generalized process (Eq. 5/23) from time ``t`` to ``t_next``; returns ``(x_next, x0_pred)``.
 
     ``x_next = sqrt(a_next) f_theta(x_t, t) + sqrt(1 - a_next - sigma^2) eps_theta(x_t, t) + sigma z``.
     With ``eta = 0`` this is the deterministic DDIM step: Eq. 13 when ``t_next < t`` (generation) and
     Eq. 12 when ``t_next > t`` (inversion). ``eps`` may be passed in when it is already computed.
+    ``clip_x0`` clamps f_theta to [-1, 1] (as diffusers' ``clip_sample``): needed when sampling from pure noise,
+    where ``1/sqrt(a_t)`` amplifies any error of eps; the paper's editing (t0 <= 600) does not clip.
     """
     a_t, a_next = float(schedule.alpha_bar_at(t)), float(schedule.alpha_bar_at(t_next))
     if eps is None:
         eps = eps_model(x_t, _time(t, x_t))
     x0 = predict_x0(x_t, eps, a_t)
+    if clip_x0:
+        x0 = x0.clamp(-1, 1)
     s = sigma(a_t, a_next, eta)
     x_next = a_next**0.5 * x0 + max(1 - a_next - s**2, 0.0) ** 0.5 * eps
     if s > 0:
@@ -90,14 +94,14 @@ def inversion_pairs(S: int, t0: int, T: int = 1000) -> list[tuple[int, int]]:
 
 def _run(eps_model: NoisePredictor, x: torch.Tensor, pairs: list[tuple[int, int]], schedule: Schedule,
          eta: float, generator: torch.Generator | None, grad: bool, checkpoint: bool, progress: bool,
-         desc: str) -> torch.Tensor:
+         desc: str, clip_x0: bool = False) -> torch.Tensor:
     with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
         for t, t_next in tqdm(pairs, disable=not progress, desc=desc, leave=False):
             if checkpoint and torch.is_grad_enabled() and eta == 0:
-                x = _checkpoint(lambda y, a=t, b=t_next: ddim_step(eps_model, y, a, b, schedule)[0], x,
-                                use_reentrant=False)
+                x = _checkpoint(lambda y, a=t, b=t_next: ddim_step(eps_model, y, a, b, schedule, clip_x0=clip_x0)[0],
+                                x, use_reentrant=False)
             else:
-                x = ddim_step(eps_model, x, t, t_next, schedule, eta, generator)[0]
+                x = ddim_step(eps_model, x, t, t_next, schedule, eta, generator, clip_x0=clip_x0)[0]
     return x
 
 
@@ -115,11 +119,12 @@ def ddim_invert(eps_model: NoisePredictor, x0: torch.Tensor, schedule: Schedule,
 
 def ddim_generate(eps_model: NoisePredictor, x_t0: torch.Tensor, schedule: Schedule, t0: int, S_gen: int,
                   eta: float = 0.0, generator: torch.Generator | None = None, progress: bool = False,
-                  grad: bool = False, checkpoint: bool = False) -> torch.Tensor:
+                  grad: bool = False, checkpoint: bool = False, clip_x0: bool = False) -> torch.Tensor:
     """DDIM generation (Eq. 13) from latents ``x_t0`` back to images, in S_gen steps; ``eta > 0`` adds noise (Eq. 5).
 
     ``grad=True`` keeps the graph through every step (fine-tuning, Alg. 1); ``checkpoint=True`` then
     recomputes each step's activations in the backward pass, so memory does not grow with S_gen.
+    ``clip_x0`` clamps each predicted x0 to [-1, 1]: use it to sample from pure noise (t0 near T).
     Returns images (N, C, H, W), nominally in [-1, 1] (not clipped).
     """
     check_batch(x_t0, "x_t0")
@@ -127,7 +132,7 @@ def ddim_generate(eps_model: NoisePredictor, x_t0: torch.Tensor, schedule: Sched
     if eta < 0:
         raise ValueError(f"eta={eta} must be >= 0 (0: DDIM, 1: DDPM-like)")
     return _run(eps_model, x_t0, generation_pairs(S_gen, t0, schedule.T), schedule, eta, generator, grad,
-                checkpoint, progress, f"DDIM generation from t0={t0}")
+                checkpoint, progress, f"DDIM generation from t0={t0}", clip_x0)
 
 
 def reconstruct(eps_model: NoisePredictor, x0: torch.Tensor, schedule: Schedule, t0: int, S_for: int, S_gen: int,

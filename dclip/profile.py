@@ -50,3 +50,15 @@ def profile(name: str | None = None) -> Profile:
         name = "real" if torch.cuda.is_available() and _real_weights_available() else "tiny"
     device = str(default_device()) if name == "real" else ("cuda" if torch.cuda.is_available() else "cpu")
     return Profile(name=name, device=device, **(REAL if name == "real" else TINY))
+
+
+def example_images(p: Profile, n: int = 8, seed: int = 4242) -> torch.Tensor:
+    """Inputs for a notebook, [-1, 1] (n, 3, S, S): held-out tiny faces (in-domain), or real photographs."""
+    if p.name == "tiny":
+        from dclip.tinyworld.faces import make_faces
+
+        return make_faces(n, seed=seed, split="in-domain").images
+    from dclip.images import load_image, sample_photos
+
+    photos = list(sample_photos().values())
+    return load_image([photos[i % len(photos)] for i in range(n)], p.image_size)

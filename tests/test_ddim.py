@@ -118,3 +118,12 @@ def test_bad_inputs_are_clear_errors(schedule):
     with pytest.raises(ValueError, match="eta"):
         ddim_generate(eps, torch.zeros(1, 3, 8, 8), schedule, 300, 4, eta=-1)
     ddim_invert(eps, torch.full((1, 3, 8, 8), 1.02), schedule, 300, 4)  # tolerant: rounding past 1 is fine
+
+
+def test_clipping_the_predicted_x0_keeps_sampling_from_noise_in_range(schedule, gen):
+    """From t0 = 999, 1/sqrt(a_t) ~ 157 amplifies any error of eps; clip_x0 clamps f_theta to [-1, 1]."""
+    poor = lambda x, t: 0.9 * x  # noqa: E731  (a poor noise predictor)
+    x_T = torch.randn(8, 3, 4, 4, generator=gen)
+    wild = ddim_generate(poor, x_T, schedule, 999, 10)
+    tame = ddim_generate(poor, x_T, schedule, 999, 10, clip_x0=True)
+    assert wild.abs().max() > 5 and tame.abs().max() <= 1.0 + 1e-6

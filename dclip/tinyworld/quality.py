@@ -79,7 +79,7 @@ def ddpm_quality(n_samples: int = 256, n_recon: int = 64, grid_path: Path | None
     model = load_diffusion("tinyfaces", device="cpu")
     judge = load_judge()
     noise = torch.randn(n_samples, 3, 32, 32, generator=torch.Generator().manual_seed(FRESH_SEED))
-    samples = ddim_generate(model, noise, model.schedule, 999, 50, progress=True).clamp(-1, 1)
+    samples = ddim_generate(model, noise, model.schedule, 999, 50, progress=True, clip_x0=True).clamp(-1, 1)
     verdict = judge_faces(judge, samples)
     train = make_faces(4000, seed=FRESH_SEED + 2, split="in-domain")
     out: dict = {}

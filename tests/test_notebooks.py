@@ -1,0 +1,54 @@
+"""Every notebook of the course: its shape, its Colab set-up, and outputs stored from a top-to-bottom run."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+MAX_BYTES = 1_500_000
+
+
+def cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["cells"]
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def test_the_course_has_its_first_chapters():
+    names = [p.stem for p in NOTEBOOKS]
+    assert names[:4] == ["00_setup_and_tour", "01_ddpm", "02_ddim_and_the_ode", "03_ddim_inversion"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_title_badge_setup_and_imports_dclip(path):
+    assert re.fullmatch(r"\d\d_[a-z0-9_]+", path.stem)
+    c = cells(path)
+    assert c[0]["cell_type"] == "markdown" and source(c[0]).startswith("# ")
+    assert f"notebooks/{path.name}" in source(c[0]) and "colab-badge.svg" in source(c[0])
+    setup = source(c[1])
+    assert "google.colab" in setup and "pip install" in setup and "NBVAL_SKIP" in setup
+    assert "torch" not in setup.split("pip install")[1].split("\n")[0].replace("dclip", "")  # never reinstall torch
+    assert any("import dclip" in source(x) for x in c if x["cell_type"] == "code")
+    assert path.name in (path.parents[1] / "colab" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_stored_executed_top_to_bottom(path):
+    code = [x for x in cells(path) if x["cell_type"] == "code" and "NBVAL_SKIP" not in source(x)]
+    counts = [x["execution_count"] for x in code]
+    assert counts == list(range(counts[0], counts[0] + len(counts))), counts
+    for x in code:
+        if "NBVAL_CHECK_OUTPUT" in source(x):
+            assert x["outputs"], f"a checked cell has no stored output: {source(x)[:60]!r}"
+        assert not any(o.get("output_type") == "error" for o in x["outputs"])
+    assert path.stat().st_size < MAX_BYTES
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_code_cells_stay_short(path):
+    for x in cells(path):
+        if x["cell_type"] == "code":
+            assert len(source(x).splitlines()) <= 25, source(x)[:80]
