@@ -126,4 +126,4 @@ def test_clipping_the_predicted_x0_keeps_sampling_from_noise_in_range(schedule, 
     x_T = torch.randn(8, 3, 4, 4, generator=gen)
     wild = ddim_generate(poor, x_T, schedule, 999, 10)
     tame = ddim_generate(poor, x_T, schedule, 999, 10, clip_x0=True)
-    assert wild.abs().max() > 5 and tame.abs().max() <= 1.0 + 1e-6
+    assert wild.abs().max() > 1.5 and tame.abs().max() <= 1.0 + 1e-6

@@ -1,0 +1,85 @@
+"""Evaluation (Sec. 4.1, D.3): reconstruction MAE / SSIM / LPIPS, and manipulation metrics.
+
+Images are [-1, 1] tensors (N, 3, H, W); reconstruction metrics are computed on images mapped to [0, 1].
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet weights, the LPIPS backbone
+
+
+class MetricUnavailable(RuntimeError):
+    """A metric that cannot be computed here (for example LPIPS offline without cached AlexNet weights)."""
+
+
+def mae(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean absolute error with images in [0, 1] (the paper's Tables 1 and 4)."""
+    return ((x.float().clamp(-1, 1) - y.float().clamp(-1, 1)).abs() / 2).mean().item()
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean SSIM (scikit-image, RGB, images in [0, 1]); small images use a window that fits them."""
+    from skimage.metrics import structural_similarity
+
+    a = ((x.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
+    b = ((y.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
+    win = min(7, a.shape[1] - (1 - a.shape[1] % 2), a.shape[2] - (1 - a.shape[2] % 2))
+    return float(np.mean([structural_similarity(p, q, channel_axis=-1, data_range=1.0, win_size=win)
+                          for p, q in zip(a, b)]))
+
+
+def lpips_model(device: str | torch.device = "cpu"):
+    """LPIPS (AlexNet) from the ``lpips`` package; raises :class:`MetricUnavailable` when AlexNet's weights are
+    neither in the torch hub cache nor downloadable, rather than computing it with random weights."""
+    import lpips
+
+    from dclip.models import hub_reachable
+
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
+    if not cached.exists() and not hub_reachable("download.pytorch.org"):
+        raise MetricUnavailable(f"LPIPS needs torchvision's AlexNet weights ({cached}), which are not cached and "
+                                "cannot be downloaded offline; copy the file there to enable LPIPS")
+    return lpips.LPIPS(net="alex", verbose=False).eval().requires_grad_(False).to(device)
+
+
+def reconstruction_metrics(x: torch.Tensor, x_rec: torch.Tensor, lpips_net=None) -> dict[str, float | str]:
+    """MAE, SSIM and (where available) LPIPS between images and their reconstructions."""
+    out: dict[str, float | str] = {"mae": mae(x, x_rec), "ssim": ssim(x, x_rec)}
+    try:
+        net = lpips_net or lpips_model(x.device)
+        with torch.no_grad():
+            out["lpips"] = net(x.float().clamp(-1, 1), x_rec.float().clamp(-1, 1)).mean().item()
+    except MetricUnavailable as e:
+        out["lpips"] = f"unavailable: {e}"
+    return out
+
+
+def segmentation_consistency(parts_edit: torch.Tensor, parts_ref: torch.Tensor) -> float:
+    """Pixel accuracy of the segmentation of the edited image against that of the source (Sec. 4.1, D.3)."""
+    if parts_edit.shape != parts_ref.shape:
+        raise ValueError(f"part maps differ in shape: {tuple(parts_edit.shape)} vs {tuple(parts_ref.shape)}")
+    return (parts_edit == parts_ref).float().mean().item()
+
+
+def judge_edit(source: torch.Tensor, edited: torch.Tensor, attribute: str, value: str, judge=None) -> dict[str, float]:
+    """The tiny world's referee for an edit: how often the judge (an independent classifier, never the guiding
+    CLIP) sees ``attribute = value`` in the edits, how often it saw it in the sources, how often every other
+    attribute is kept, and the segmentation consistency."""
+    from dclip.tinyworld.faces import ATTRIBUTES
+    from dclip.tinyworld.judge import judge_faces, load_judge
+
+    if attribute not in ATTRIBUTES or value not in ATTRIBUTES[attribute]:
+        raise ValueError(f"unknown attribute value {attribute}={value!r}; known: {ATTRIBUTES}")
+    judge = judge or load_judge()
+    before, after = judge_faces(judge, source.clamp(-1, 1)), judge_faces(judge, edited.clamp(-1, 1))
+    target = ATTRIBUTES[attribute].index(value)
+    out = {"success": (after[attribute] == target).float().mean().item(),
+           "success_before": (before[attribute] == target).float().mean().item()}
+    kept = torch.stack([after[k] == before[k] for k in ATTRIBUTES if k != attribute]).all(0)
+    out["others_kept"] = kept.float().mean().item()
+    out["segmentation_consistency"] = segmentation_consistency(after["parts"], before["parts"])
+    return out
