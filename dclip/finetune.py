@@ -103,9 +103,11 @@ class FinetuneConfig:
 
     @classmethod
     def from_recipe(cls, recipe, **overrides) -> "FinetuneConfig":
-        """Settings from a :class:`dclip.recipes.Recipe` (target, reference, t0, lambda_L1, lambda_ID)."""
-        return cls(target=recipe.target, reference=recipe.reference, t0=recipe.t0, lambda_l1=recipe.lambda_l1,
-                   lambda_id=recipe.lambda_id, **overrides)
+        """Settings from a :class:`dclip.recipes.Recipe` (target, reference, t0, lambda_L1, lambda_ID); keyword
+        arguments override any of them."""
+        settings = dict(target=recipe.target, reference=recipe.reference, t0=recipe.t0, lambda_l1=recipe.lambda_l1,
+                        lambda_id=recipe.lambda_id)
+        return cls(**{**settings, **overrides})
 
 
 @dataclass
