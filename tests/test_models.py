@@ -151,3 +151,10 @@ def test_without_a_gpu_the_default_profile_is_tiny(monkeypatch):
     monkeypatch.delenv("DCLIP_PROFILE", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert dclip.profile().name == "tiny"
+
+
+def test_tiny_model_in_half_precision_and_compiled():
+    model = load_diffusion("tinyfaces", device="cpu", dtype=torch.float16)
+    assert next(model.unet.parameters()).dtype == torch.float16
+    compiled = load_diffusion("tinyfaces", device="cpu", compile=True)
+    assert isinstance(compiled.unet, torch._dynamo.eval_frame.OptimizedModule)
