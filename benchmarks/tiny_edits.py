@@ -59,7 +59,7 @@ def main() -> None:
         s_edit = directional_similarity(clip, edit, test, delta_t).item()
         s_rec = directional_similarity(clip, rec, test, delta_t).item()
     scores = judge_edit(test, edit, *EXPECTED[a.recipe])
-    print(f"| recipe | Alg. | lr | epochs | batch | fine-tune s | success (before) | others kept | SC | S_dir edit | S_dir rec |")
+    print("| recipe | Alg. | lr | epochs | batch | fine-tune s | success (before) | others kept | SC | S_dir edit | S_dir rec |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {a.recipe} (t0={recipe.t0}) | {a.algorithm} | {a.lr:g} | {a.epochs} | {a.batch} | {result.seconds:.0f} "
           f"(+{t_pre:.0f} precompute) | {scores['success']:.2f} ({scores['success_before']:.2f}) | "

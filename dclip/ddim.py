@@ -10,7 +10,7 @@ step that leaves the clean image evaluates it at ``t = 0``, its first trained ti
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint

@@ -1,7 +1,7 @@
 """DDPM: the stochastic forward process (Eq. 1), its training objective (Eq. 2), ancestral sampling (Eq. 3)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

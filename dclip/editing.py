@@ -2,7 +2,7 @@
 noise combination for multi-attribute transfer and continuous transition (Alg. 5)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -10,9 +10,9 @@ import copy
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -102,7 +102,7 @@ class FinetuneConfig:
             raise ValueError(f"target and reference texts must be non-empty, got {self.target!r}, {self.reference!r}")
 
     @classmethod
-    def from_recipe(cls, recipe, **overrides) -> "FinetuneConfig":
+    def from_recipe(cls, recipe, **overrides) -> FinetuneConfig:
         """Settings from a :class:`dclip.recipes.Recipe` (target, reference, t0, lambda_L1, lambda_ID); keyword
         arguments override any of them."""
         settings = dict(target=recipe.target, reference=recipe.reference, t0=recipe.t0, lambda_l1=recipe.lambda_l1,

@@ -1,8 +1,9 @@
 """Images in and out: files, folders, PIL images and arrays to [-1, 1] NCHW tensors, and back for display."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Union
 
 import numpy as np
 import torch

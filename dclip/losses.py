@@ -5,7 +5,7 @@ generated image and return per-batch means (``reduction="none"`` gives one value
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.nn import functional as F

@@ -149,66 +149,54 @@ def _unet_from_pretrained(name: str, source: str):
 _N_LEVELS = 6  # ch_mult (1, 1, 2, 2, 4, 4) of the 256x256 models
 
 
-def _ddim_rules(n_levels: int) -> list[tuple[str, str]]:
-    """Regex rules from ddim-layout keys to UNet2DModel keys (METHOD.md, "Where the authors' code differs")."""
-    rules = [
-        (r"^temb\.dense\.0\.", "time_embedding.linear_1."),
-        (r"^temb\.dense\.1\.", "time_embedding.linear_2."),
-        (r"^norm_out\.", "conv_norm_out."),
-        (r"^mid\.block_1\.", "mid_block.resnets.0."),
-        (r"^mid\.block_2\.", "mid_block.resnets.1."),
-        (r"^mid\.attn_1\.", "mid_block.attentions.0."),
-        (r"^down\.(\d+)\.block\.", r"down_blocks.\1.resnets."),
-        (r"^down\.(\d+)\.attn\.", r"down_blocks.\1.attentions."),
-        (r"^down\.(\d+)\.downsample\.", r"down_blocks.\1.downsamplers.0."),
-    ]
+def _key_pairs(n_levels: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(ddim, diffusers) key pieces: prefixes, then infixes (METHOD.md, "Where the authors' code differs").
+
+    ddim's ``up`` list is indexed by resolution level (``up.0`` is the last applied), diffusers' ``up_blocks`` in
+    the order they run, so ``up.i`` is ``up_blocks.(n_levels - 1 - i)``.
+    """
+    prefixes = [("temb.dense.0.", "time_embedding.linear_1."), ("temb.dense.1.", "time_embedding.linear_2."),
+                ("norm_out.", "conv_norm_out."), ("mid.block_1.", "mid_block.resnets.0."),
+                ("mid.block_2.", "mid_block.resnets.1."), ("mid.attn_1.", "mid_block.attentions.0.")]
     for i in range(n_levels):
         j = n_levels - 1 - i
-        rules += [(rf"^up\.{i}\.block\.", f"up_blocks.{j}.resnets."), (rf"^up\.{i}\.attn\.", f"up_blocks.{j}.attentions."),
-                  (rf"^up\.{i}\.upsample\.", f"up_blocks.{j}.upsamplers.0.")]
-    rules += [(r"\.nin_shortcut\.", ".conv_shortcut."), (r"\.temb_proj\.", ".time_emb_proj."),
-              (r"(attentions\.\d+)\.norm\.", r"\1.group_norm."), (r"(attentions\.\d+)\.q\.", r"\1.to_q."),
-              (r"(attentions\.\d+)\.k\.", r"\1.to_k."), (r"(attentions\.\d+)\.v\.", r"\1.to_v."),
-              (r"(attentions\.\d+)\.proj_out\.", r"\1.to_out.0.")]
-    return rules
+        prefixes += [(f"down.{i}.block.", f"down_blocks.{i}.resnets."), (f"down.{i}.attn.", f"down_blocks.{i}.attentions."),
+                     (f"down.{i}.downsample.", f"down_blocks.{i}.downsamplers.0."),
+                     (f"up.{i}.block.", f"up_blocks.{j}.resnets."), (f"up.{i}.attn.", f"up_blocks.{j}.attentions."),
+                     (f"up.{i}.upsample.", f"up_blocks.{j}.upsamplers.0.")]
+    infixes = [(".nin_shortcut.", ".conv_shortcut."), (".temb_proj.", ".time_emb_proj."), (".norm.", ".group_norm."),
+               (".q.", ".to_q."), (".k.", ".to_k."), (".v.", ".to_v."), (".proj_out.", ".to_out.0.")]
+    return prefixes, infixes
+
+
+def _rename(key: str, n_levels: int, to_diffusers: bool) -> str:
+    src, dst = (0, 1) if to_diffusers else (1, 0)
+    prefixes, infixes = _key_pairs(n_levels)
+    for pair in prefixes:
+        if key.startswith(pair[src]):
+            key = pair[dst] + key[len(pair[src]):]
+            break
+    for pair in infixes:
+        key = key.replace(pair[src], pair[dst])
+    return key
+
+
+_ATTN_LINEAR = re.compile(r"attentions\.\d+\.(to_q|to_k|to_v|to_out\.0)\.weight$")
 
 
 def ddim_to_diffusers(state: dict[str, torch.Tensor], n_levels: int = _N_LEVELS) -> dict[str, torch.Tensor]:
     """Convert an ermongroup/ddim-layout state dict into UNet2DModel keys (1x1 attention convs become linears)."""
     out = {}
     for key, value in state.items():
-        key = key.removeprefix("module.")
-        for pattern, repl in _ddim_rules(n_levels):
-            key = re.sub(pattern, repl, key)
-        if re.search(r"attentions\.\d+\.(to_q|to_k|to_v|to_out\.0)\.weight$", key) and value.dim() == 4:
-            value = value[:, :, 0, 0]
-        out[key] = value
+        key = _rename(key.removeprefix("module."), n_levels, to_diffusers=True)
+        out[key] = value[:, :, 0, 0] if _ATTN_LINEAR.search(key) and value.dim() == 4 else value
     return out
 
 
 def diffusers_to_ddim(state: dict[str, torch.Tensor], n_levels: int = _N_LEVELS) -> dict[str, torch.Tensor]:
     """The inverse of :func:`ddim_to_diffusers`: UNet2DModel keys to the ddim layout (linears become 1x1 convs)."""
-    inverse = [
-        (r"^time_embedding\.linear_1\.", "temb.dense.0."), (r"^time_embedding\.linear_2\.", "temb.dense.1."),
-        (r"^conv_norm_out\.", "norm_out."), (r"^mid_block\.resnets\.0\.", "mid.block_1."),
-        (r"^mid_block\.resnets\.1\.", "mid.block_2."), (r"^mid_block\.attentions\.0\.", "mid.attn_1."),
-        (r"^down_blocks\.(\d+)\.resnets\.", r"down.\1.block."), (r"^down_blocks\.(\d+)\.attentions\.", r"down.\1.attn."),
-        (r"^down_blocks\.(\d+)\.downsamplers\.0\.", r"down.\1.downsample."),
-    ]
-    for i in range(n_levels):
-        j = n_levels - 1 - i
-        inverse += [(rf"^up_blocks\.{j}\.resnets\.", f"up.{i}.block."), (rf"^up_blocks\.{j}\.attentions\.", f"up.{i}.attn."),
-                    (rf"^up_blocks\.{j}\.upsamplers\.0\.", f"up.{i}.upsample.")]
-    inverse += [(r"\.conv_shortcut\.", ".nin_shortcut."), (r"\.time_emb_proj\.", ".temb_proj."),
-                (r"\.group_norm\.", ".norm."), (r"\.to_q\.", ".q."), (r"\.to_k\.", ".k."), (r"\.to_v\.", ".v."),
-                (r"\.to_out\.0\.", ".proj_out.")]
-    out = {}
-    for key, value in state.items():
-        attn_linear = re.search(r"attentions\.\d+\.(to_q|to_k|to_v|to_out\.0)\.weight$", key)
-        for pattern, repl in inverse:
-            key = re.sub(pattern, repl, key)
-        out[key] = value[:, :, None, None] if attn_linear else value
-    return out
+    return {_rename(key, n_levels, to_diffusers=False): value[:, :, None, None] if _ATTN_LINEAR.search(key) else value
+            for key, value in state.items()}
 
 
 def _read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:

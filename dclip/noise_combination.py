@@ -7,7 +7,7 @@ that every function of :mod:`dclip.ddim` accepts.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

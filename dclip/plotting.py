@@ -1,7 +1,7 @@
 """Figures for the notebooks: labelled image grids and curves."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import torch

@@ -28,7 +28,7 @@ class Schedule:
     betas: torch.Tensor
 
     @classmethod
-    def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "Schedule":
+    def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Schedule:
         return cls(linear_betas(T, beta_start, beta_end))
 
     @property

@@ -3,8 +3,16 @@ import math
 import pytest
 import torch
 
-from dclip.ddim import (ddim_generate, ddim_invert, ddim_step, generation_pairs, inversion_pairs, predict_x0,
-                        reconstruct, sigma)
+from dclip.ddim import (
+    ddim_generate,
+    ddim_invert,
+    ddim_step,
+    generation_pairs,
+    inversion_pairs,
+    predict_x0,
+    reconstruct,
+    sigma,
+)
 from dclip.toy import GaussianEps, exact_flow
 
 MU, S = 0.3, 0.5

@@ -4,12 +4,25 @@ import torch
 from diffusers import UNet2DModel
 from torch.nn import functional as F
 
-from dclip.editing import combine, manipulate, to_pretrained_domain, transition, translate
-from dclip.finetune import FinetuneConfig, fingerprint, finetune, load_finetuned, precompute_latents, save_finetuned
-from dclip.losses import (directional_clip_loss, directional_similarity, global_clip_loss, identity_loss,
-                          lowpass_identity, text_direction)
-from dclip.models import DiffusionModel
 from dclip.ddim import reconstruct
+from dclip.editing import combine, manipulate, to_pretrained_domain, transition, translate
+from dclip.finetune import (
+    FinetuneConfig,
+    finetune,
+    fingerprint,
+    load_finetuned,
+    precompute_latents,
+    save_finetuned,
+)
+from dclip.losses import (
+    directional_clip_loss,
+    directional_similarity,
+    global_clip_loss,
+    identity_loss,
+    lowpass_identity,
+    text_direction,
+)
+from dclip.models import DiffusionModel
 from dclip.schedule import Schedule
 
 

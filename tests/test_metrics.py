@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from dclip.metrics import MetricUnavailable, lpips_model, mae, reconstruction_metrics, segmentation_consistency, ssim
+from dclip.metrics import (
+    MetricUnavailable,
+    lpips_model,
+    mae,
+    reconstruction_metrics,
+    segmentation_consistency,
+    ssim,
+)
 
 
 def test_mae_is_measured_in_the_unit_range():
