@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab notebooks/
 
-test: unit notebooks
+test: lint unit notebooks
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests
@@ -24,3 +24,4 @@ notebooks: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check dclip tests benchmarks
+	$(VENV)/bin/ruff format --check dclip tests benchmarks

@@ -7,6 +7,7 @@ Same UNet (random weights: time does not depend on them), same number of UNet ca
 timings are the best of ``--repeats`` interleaved runs. Prints a markdown table with the ratio dclip / diffusers,
 and batched (one call of N images) against N calls of one image.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,15 @@ from dclip.models import DIFFUSION_MODELS
 from dclip.schedule import Schedule
 from dclip.tinyworld.train import load_config
 
-SCHED = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02, clip_sample=False,
-             set_alpha_to_one=True, steps_offset=0)
+SCHED = dict(
+    num_train_timesteps=1000,
+    beta_schedule="linear",
+    beta_start=1e-4,
+    beta_end=0.02,
+    clip_sample=False,
+    set_alpha_to_one=True,
+    steps_offset=0,
+)
 
 
 def build_unet(arch: str) -> UNet2DModel:
@@ -88,12 +96,23 @@ def main() -> None:
     for _ in range(a.repeats):  # interleaved, so both see the same machine load
         t_dclip = min(t_dclip, best_time(lambda: (dclip_round_trip(*args), sync()), 1))
         t_diff = min(t_diff, best_time(lambda: (diffusers_round_trip(*args), sync()), 1))
-    t_single = best_time(lambda: [(dclip_round_trip(unet, x0[i:i + 1], *args[2:]), sync()) for i in range(a.batch)], 1)
-    device = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    print(f"| arch | batch | t0 | (S_for, S_gen) | dclip s | diffusers s | ratio | {a.batch} calls of 1, s | batching speed-up | device |")
+    t_single = best_time(
+        lambda: [(dclip_round_trip(unet, x0[i : i + 1], *args[2:]), sync()) for i in range(a.batch)], 1
+    )
+    device = (
+        torch.cuda.get_device_name()
+        if a.device.startswith("cuda")
+        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    )
+    print(
+        f"| arch | batch | t0 | (S_for, S_gen) | dclip s | diffusers s | ratio | "
+        f"{a.batch} calls of 1, s | batching speed-up | device |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {a.arch} {size}x{size} | {a.batch} | {a.t0} | ({a.s_for}, {a.s_gen}) | {t_dclip:.3f} | {t_diff:.3f} | "
-          f"{t_dclip / t_diff:.3f} | {t_single:.3f} | {t_single / t_dclip:.1f}x | {device} |")
+    print(
+        f"| {a.arch} {size}x{size} | {a.batch} | {a.t0} | ({a.s_for}, {a.s_gen}) | {t_dclip:.3f} | {t_diff:.3f} | "
+        f"{t_dclip / t_diff:.3f} | {t_single:.3f} | {t_single / t_dclip:.1f}x | {device} |"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 Prints a markdown table of MAE / SSIM (and LPIPS where its weights are available) and checks the paper's
 trends: error falls as S_for and S_gen grow, rises with t0, and S_for < S_gen does not help.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,7 +62,9 @@ def main() -> None:
         "error falls as S_for = S_gen grows": all(err[t0, 6, 6] > err[t0, 40, 40] > err[t0, 200, 200] for t0 in T0S),
         "error falls as S_gen grows (S_for = 200)": all(err[t0, 200, 6] > err[t0, 200, 40] for t0 in T0S),
         "error rises with t0 at (200, 40)": err[300, 200, 40] < err[600, 200, 40],
-        "S_for < S_gen does not help ((6, 200) worse than (200, 200))": all(err[t0, 6, 200] > err[t0, 200, 200] for t0 in T0S),
+        "S_for < S_gen does not help ((6, 200) worse than (200, 200))": all(
+            err[t0, 6, 200] > err[t0, 200, 200] for t0 in T0S
+        ),
     }
     print("\n| paper's trend | holds |\n|---|---|")
     for k, v in trends.items():

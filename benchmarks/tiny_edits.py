@@ -8,6 +8,7 @@ held-out in-domain faces. The judge (an independent classifier, not the guiding 
 target attribute is there, how often the other attributes are kept, and segmentation consistency; S_dir is
 measured with the tiny CLIP for the edit and for the plain reconstruction.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,16 @@ from dclip.metrics import judge_edit
 from dclip.tinyworld.faces import make_faces
 
 #: recipe name -> the judge's (attribute, value) that the edit should produce
-EXPECTED = {"angry": ("expression", "angry"), "smiling": ("expression", "smiling"), "tanned": ("skin", "tanned"),
-            "red hair": ("hair", "red"), "blond hair": ("hair", "blond"), "beard": ("beard", "beard"),
-            "grey hair": ("hair", "grey"), "zombie": ("skin", "zombie")}
+EXPECTED = {
+    "angry": ("expression", "angry"),
+    "smiling": ("expression", "smiling"),
+    "tanned": ("skin", "tanned"),
+    "red hair": ("hair", "red"),
+    "blond hair": ("hair", "blond"),
+    "beard": ("beard", "beard"),
+    "grey hair": ("hair", "grey"),
+    "zombie": ("skin", "zombie"),
+}
 
 
 def main() -> None:
@@ -43,8 +51,9 @@ def main() -> None:
     base, clip = dclip.load_diffusion("tinyfaces", device="cpu"), dclip.load_clip("tinyclip", device="cpu")
     recipe = dclip.get_recipe("tinyfaces", a.recipe)
     overrides = {} if a.lambda_l1 is None else {"lambda_l1": a.lambda_l1}
-    cfg = FinetuneConfig.from_recipe(recipe, lr=a.lr, epochs=a.epochs, batch_size=a.batch, algorithm=a.algorithm,
-                                     S_gen=6, **overrides)
+    cfg = FinetuneConfig.from_recipe(
+        recipe, lr=a.lr, epochs=a.epochs, batch_size=a.batch, algorithm=a.algorithm, S_gen=6, **overrides
+    )
     train = make_faces(32, seed=100, split="in-domain").images
     test = make_faces(64, seed=200, split="in-domain").images
     start = time.perf_counter()
@@ -59,14 +68,21 @@ def main() -> None:
         s_edit = directional_similarity(clip, edit, test, delta_t).item()
         s_rec = directional_similarity(clip, rec, test, delta_t).item()
     scores = judge_edit(test, edit, *EXPECTED[a.recipe])
-    print("| recipe | Alg. | lr | epochs | batch | fine-tune s | success (before) | others kept | SC | S_dir edit | S_dir rec |")
+    print(
+        "| recipe | Alg. | lr | epochs | batch | fine-tune s | success (before) | others kept | SC "
+        "| S_dir edit | S_dir rec |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {a.recipe} (t0={recipe.t0}) | {a.algorithm} | {a.lr:g} | {a.epochs} | {a.batch} | {result.seconds:.0f} "
-          f"(+{t_pre:.0f} precompute) | {scores['success']:.2f} ({scores['success_before']:.2f}) | "
-          f"{scores['others_kept']:.2f} | {scores['segmentation_consistency']:.3f} | {s_edit:.3f} | {s_rec:.3f} |")
+    print(
+        f"| {a.recipe} (t0={recipe.t0}) | {a.algorithm} | {a.lr:g} | {a.epochs} | {a.batch} | {result.seconds:.0f} "
+        f"(+{t_pre:.0f} precompute) | {scores['success']:.2f} ({scores['success_before']:.2f}) | "
+        f"{scores['others_kept']:.2f} | {scores['segmentation_consistency']:.3f} | {s_edit:.3f} | {s_rec:.3f} |"
+    )
     if a.figure:
-        dclip.show_images({"source": test[:10], "reconstruction": rec[:10], f"edit: {recipe.target}": edit[:10]},
-                          title=f"Alg. 3 with the model fine-tuned for {recipe.target!r}").savefig(a.figure, dpi=80)
+        dclip.show_images(
+            {"source": test[:10], "reconstruction": rec[:10], f"edit: {recipe.target}": edit[:10]},
+            title=f"Alg. 3 with the model fine-tuned for {recipe.target!r}",
+        ).savefig(a.figure, dpi=80)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 The math (schedules, DDPM, DDIM inversion and generation, noise combination) takes any noise predictor
 ``eps(x, t)``; the zoo loads real pretrained models or the offline tiny world behind one API.
 """
+
 from dclip.clip import CLIP, load_clip
 from dclip.ddim import ddim_generate, ddim_invert, ddim_step, predict_x0, reconstruct
 from dclip.ddpm import ddpm_loss, ddpm_sample, ddpm_step, q_sample
@@ -17,8 +18,31 @@ from dclip.schedule import Schedule, time_sequence
 
 __version__ = "0.1.0"
 __all__ = [
-    "CLIP", "DiffusionModel", "ModelNotAvailableError", "Schedule", "ddim_generate", "ddim_invert", "ddim_step",
-    "ddpm_loss", "ddpm_sample", "ddpm_step", "get_recipe", "load_clip", "load_diffusion", "load_image",
-    "mix_noise_predictors", "plot_curves", "predict_x0", "profile", "profile_example_images", "show_images", "q_sample", "recipes_for", "reconstruct", "save_images",
-    "time_sequence", "to_pil", "transition_gammas",
+    "CLIP",
+    "DiffusionModel",
+    "ModelNotAvailableError",
+    "Schedule",
+    "ddim_generate",
+    "ddim_invert",
+    "ddim_step",
+    "ddpm_loss",
+    "ddpm_sample",
+    "ddpm_step",
+    "get_recipe",
+    "load_clip",
+    "load_diffusion",
+    "load_image",
+    "mix_noise_predictors",
+    "plot_curves",
+    "predict_x0",
+    "profile",
+    "profile_example_images",
+    "show_images",
+    "q_sample",
+    "recipes_for",
+    "reconstruct",
+    "save_images",
+    "time_sequence",
+    "to_pil",
+    "transition_gammas",
 ]

@@ -3,6 +3,7 @@
 The wrapper takes images straight from the diffusion range [-1, 1] at any resolution and maps them,
 differentiably, to CLIP's input size and normalisation, so fine-tuning can backpropagate through it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,12 +45,14 @@ class CLIP(nn.Module):
         self._text_cache: dict[str, torch.Tensor] = {}
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """[-1, 1] images of any size -> CLIP's input: [0, 1], resized (bicubic, antialiased when shrinking), normalised."""
+        """[-1, 1] images of any size -> CLIP's input: [0, 1], resized (bicubic, antialiased when shrinking),
+        normalised."""
         x = (x.float() + 1) / 2
         if x.shape[-2:] != (self.image_size, self.image_size):
             shrink = x.shape[-1] > self.image_size
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False,
-                              antialias=shrink)
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False, antialias=shrink
+            )
         return (x - self.mean) / self.std
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,8 +84,7 @@ def _register_tiny() -> None:
         open_clip.add_model_config(TINY_CONFIGS)
 
 
-def load_clip(name: str = "tinyclip", device: str | torch.device | None = None,
-              pretrained: str | None = None) -> CLIP:
+def load_clip(name: str = "tinyclip", device: str | torch.device | None = None, pretrained: str | None = None) -> CLIP:
     """A CLIP by name: ``ViT-B-16``/``ViT-B-32`` (OpenAI weights), ``tinyclip`` (package data), any open_clip
     architecture or ``hf-hub:`` name, with ``pretrained`` a tag or a local weights file.
 
@@ -94,21 +96,34 @@ def load_clip(name: str = "tinyclip", device: str | torch.device | None = None,
     arch, tag = CLIP_MODELS.get(name, (name, None))
     tag = pretrained or tag
     if not name.startswith("hf-hub:") and arch not in open_clip.list_models():
-        raise ValueError(f"unknown CLIP {name!r}: use one of {sorted(CLIP_MODELS)}, an open_clip architecture "
-                         f"(open_clip.list_models()), or an 'hf-hub:' name")
+        raise ValueError(
+            f"unknown CLIP {name!r}: use one of {sorted(CLIP_MODELS)}, an open_clip architecture "
+            f"(open_clip.list_models()), or an 'hf-hub:' name"
+        )
     if name == "tinyclip" and pretrained is None:
         tag = str(TINY_WEIGHTS / "tinyclip.safetensors")
         if not Path(tag).exists():
-            raise ModelNotAvailableError(f"the tiny CLIP weights are missing ({tag}); train them with "
-                                         "`python -m dclip.tinyworld.train clip`")
+            raise ModelNotAvailableError(
+                f"the tiny CLIP weights are missing ({tag}); train them with `python -m dclip.tinyworld.train clip`"
+            )
     is_file = tag is not None and Path(tag).exists()
-    if tag is not None and not is_file and not name.startswith("hf-hub:") and tag not in open_clip.list_pretrained_tags_by_model(arch):
-        raise ValueError(f"{tag!r} is neither a local weights file nor a pretrained tag of {arch}: "
-                         f"{open_clip.list_pretrained_tags_by_model(arch)}")
+    if (
+        tag is not None
+        and not is_file
+        and not name.startswith("hf-hub:")
+        and tag not in open_clip.list_pretrained_tags_by_model(arch)
+    ):
+        raise ValueError(
+            f"{tag!r} is neither a local weights file nor a pretrained tag of {arch}: "
+            f"{open_clip.list_pretrained_tags_by_model(arch)}"
+        )
     try:
         with offline_unless_reachable() as offline:
-            model = open_clip.create_model(name if name.startswith("hf-hub:") else arch,
-                                           pretrained=None if name.startswith("hf-hub:") else tag, device="cpu")
+            model = open_clip.create_model(
+                name if name.startswith("hf-hub:") else arch,
+                pretrained=None if name.startswith("hf-hub:") else tag,
+                device="cpu",
+            )
     except Exception as e:
         if is_file or not offline:
             raise
@@ -116,7 +131,8 @@ def load_clip(name: str = "tinyclip", device: str | torch.device | None = None,
             f"cannot load CLIP {name!r} ({arch}, pretrained={tag!r}): the weights are not in the cache "
             f"({hub_cache()}) and the hub cannot be reached ({type(e).__name__}). To fix: download them on a machine "
             f"with internet and copy the cache, pass a local weights file with pretrained=PATH, or use the "
-            f"offline tiny world: load_clip('tinyclip'), or set DCLIP_PROFILE=tiny.") from e
+            f"offline tiny world: load_clip('tinyclip'), or set DCLIP_PROFILE=tiny."
+        ) from e
     model.eval().requires_grad_(False)
     clip = CLIP(model, open_clip.get_tokenizer(name if name.startswith("hf-hub:") else arch), name)
     return clip.to(device or default_device())

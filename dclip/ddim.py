@@ -8,6 +8,7 @@ Time convention (the authors' grid, :func:`dclip.schedule.time_sequence`): gener
 ``-1`` (``alpha_bar(-1) = 1``); both take S steps. The noise predictor is never asked about ``t = -1``: the
 step that leaves the clean image evaluates it at ``t = 0``, its first trained time.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -50,15 +51,24 @@ def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t: float | torch.
 
 
 def sigma(alpha_bar_t: float, alpha_bar_next: float, eta: float) -> float:
-    """``sigma_t = eta * sqrt((1 - a_next) / (1 - a_t)) * sqrt(1 - a_t / a_next)`` of the generalized process (Eq. 5)."""
+    """The noise scale of the generalized process (Eq. 5):
+    ``sigma_t = eta * sqrt((1 - a_next) / (1 - a_t)) * sqrt(1 - a_t / a_next)``."""
     if alpha_bar_next <= alpha_bar_t:  # only for reverse steps; a step into t = -1 from t = 0 has a tiny sigma
         return 0.0
     return eta * ((1 - alpha_bar_next) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_next)) ** 0.5
 
 
-def ddim_step(eps_model: NoisePredictor, x_t: torch.Tensor, t: int, t_next: int, schedule: Schedule,
-              eta: float = 0.0, generator: torch.Generator | None = None,
-              eps: torch.Tensor | None = None, clip_x0: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def ddim_step(
+    eps_model: NoisePredictor,
+    x_t: torch.Tensor,
+    t: int,
+    t_next: int,
+    schedule: Schedule,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    eps: torch.Tensor | None = None,
+    clip_x0: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of the generalized process (Eq. 5/23) from time ``t`` to ``t_next``; returns ``(x_next, x0_pred)``.
 
     ``x_next = sqrt(a_next) f_theta(x_t, t) + sqrt(1 - a_next - sigma^2) eps_theta(x_t, t) + sigma z``.
@@ -92,34 +102,74 @@ def inversion_pairs(S: int, t0: int, T: int = 1000) -> list[tuple[int, int]]:
     return list(zip([-1] + seq[:-1], seq))
 
 
-def _run(eps_model: NoisePredictor, x: torch.Tensor, pairs: list[tuple[int, int]], schedule: Schedule,
-         eta: float, generator: torch.Generator | None, grad: bool, checkpoint: bool, progress: bool,
-         desc: str, clip_x0: bool = False) -> torch.Tensor:
+def _run(
+    eps_model: NoisePredictor,
+    x: torch.Tensor,
+    pairs: list[tuple[int, int]],
+    schedule: Schedule,
+    eta: float,
+    generator: torch.Generator | None,
+    grad: bool,
+    checkpoint: bool,
+    progress: bool,
+    desc: str,
+    clip_x0: bool = False,
+) -> torch.Tensor:
     with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
         for t, t_next in tqdm(pairs, disable=not progress, desc=desc, leave=False):
             if checkpoint and torch.is_grad_enabled() and eta == 0:
-                x = _checkpoint(lambda y, a=t, b=t_next: ddim_step(eps_model, y, a, b, schedule, clip_x0=clip_x0)[0],
-                                x, use_reentrant=False)
+                x = _checkpoint(
+                    lambda y, a=t, b=t_next: ddim_step(eps_model, y, a, b, schedule, clip_x0=clip_x0)[0],
+                    x,
+                    use_reentrant=False,
+                )
             else:
                 x = ddim_step(eps_model, x, t, t_next, schedule, eta, generator, clip_x0=clip_x0)[0]
     return x
 
 
-def ddim_invert(eps_model: NoisePredictor, x0: torch.Tensor, schedule: Schedule, t0: int, S_for: int,
-                progress: bool = False, grad: bool = False) -> torch.Tensor:
+def ddim_invert(
+    eps_model: NoisePredictor,
+    x0: torch.Tensor,
+    schedule: Schedule,
+    t0: int,
+    S_for: int,
+    progress: bool = False,
+    grad: bool = False,
+) -> torch.Tensor:
     """Deterministic DDIM inversion (Eq. 12): encode images ``x0`` ([-1, 1], (N, C, H, W)) into latents ``x_t0``.
 
     S_for steps over the grid of :func:`dclip.schedule.time_sequence`, batched. Returns (N, C, H, W).
     """
     check_image(x0, "x0")
     schedule.check_t0(t0)
-    return _run(eps_model, x0, inversion_pairs(S_for, t0, schedule.T), schedule, 0.0, None, grad, False, progress,
-                f"DDIM inversion to t0={t0}")
+    return _run(
+        eps_model,
+        x0,
+        inversion_pairs(S_for, t0, schedule.T),
+        schedule,
+        0.0,
+        None,
+        grad,
+        False,
+        progress,
+        f"DDIM inversion to t0={t0}",
+    )
 
 
-def ddim_generate(eps_model: NoisePredictor, x_t0: torch.Tensor, schedule: Schedule, t0: int, S_gen: int,
-                  eta: float = 0.0, generator: torch.Generator | None = None, progress: bool = False,
-                  grad: bool = False, checkpoint: bool = False, clip_x0: bool = False) -> torch.Tensor:
+def ddim_generate(
+    eps_model: NoisePredictor,
+    x_t0: torch.Tensor,
+    schedule: Schedule,
+    t0: int,
+    S_gen: int,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    grad: bool = False,
+    checkpoint: bool = False,
+    clip_x0: bool = False,
+) -> torch.Tensor:
     """DDIM generation (Eq. 13) from latents ``x_t0`` back to images, in S_gen steps; ``eta > 0`` adds noise (Eq. 5).
 
     ``grad=True`` keeps the graph through every step (fine-tuning, Alg. 1); ``checkpoint=True`` then
@@ -131,12 +181,30 @@ def ddim_generate(eps_model: NoisePredictor, x_t0: torch.Tensor, schedule: Sched
     schedule.check_t0(t0)
     if eta < 0:
         raise ValueError(f"eta={eta} must be >= 0 (0: DDIM, 1: DDPM-like)")
-    return _run(eps_model, x_t0, generation_pairs(S_gen, t0, schedule.T), schedule, eta, generator, grad,
-                checkpoint, progress, f"DDIM generation from t0={t0}", clip_x0)
+    return _run(
+        eps_model,
+        x_t0,
+        generation_pairs(S_gen, t0, schedule.T),
+        schedule,
+        eta,
+        generator,
+        grad,
+        checkpoint,
+        progress,
+        f"DDIM generation from t0={t0}",
+        clip_x0,
+    )
 
 
-def reconstruct(eps_model: NoisePredictor, x0: torch.Tensor, schedule: Schedule, t0: int, S_for: int, S_gen: int,
-                progress: bool = False) -> torch.Tensor:
+def reconstruct(
+    eps_model: NoisePredictor,
+    x0: torch.Tensor,
+    schedule: Schedule,
+    t0: int,
+    S_for: int,
+    S_gen: int,
+    progress: bool = False,
+) -> torch.Tensor:
     """Invert then regenerate with the same model (Eq. 12 then Eq. 13): the round trip of Tables 1 and 4."""
     x_t0 = ddim_invert(eps_model, x0, schedule, t0, S_for, progress)
     return ddim_generate(eps_model, x_t0, schedule, t0, S_gen, progress=progress)

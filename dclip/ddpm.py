@@ -1,4 +1,5 @@
 """DDPM: the stochastic forward process (Eq. 1), its training objective (Eq. 2), ancestral sampling (Eq. 3)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -12,14 +13,20 @@ NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _coefs(schedule: Schedule, t: torch.Tensor | int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``sqrt(a_t)`` and ``sqrt(1 - a_t)``, computed in float64 and broadcast to ``like`` (per sample for a tensor t)."""
+    """``sqrt(a_t)`` and ``sqrt(1 - a_t)``, computed in float64 and broadcast to ``like`` (per sample for a
+    tensor t)."""
     a = schedule.alpha_bar_at(t)
     a = a.reshape(-1, *([1] * (like.dim() - 1))) if a.dim() else a
     return a.sqrt().to(like.device, like.dtype), (1 - a).sqrt().to(like.device, like.dtype)
 
 
-def q_sample(x0: torch.Tensor, t: torch.Tensor | int, schedule: Schedule, noise: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+def q_sample(
+    x0: torch.Tensor,
+    t: torch.Tensor | int,
+    schedule: Schedule,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """DDPM forward process (Eq. 1): ``x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) w`` with ``w ~ N(0, I)``."""
     from dclip.ddim import check_batch
 
@@ -34,19 +41,22 @@ def q_sample(x0: torch.Tensor, t: torch.Tensor | int, schedule: Schedule, noise:
     return sqrt_a * x0 + sqrt_1ma * noise
 
 
-def ddpm_loss(eps_model: NoisePredictor, x0: torch.Tensor, schedule: Schedule,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+def ddpm_loss(
+    eps_model: NoisePredictor, x0: torch.Tensor, schedule: Schedule, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """The simplified DDPM objective (Eq. 2): ``|| w - eps_theta(sqrt(a_t) x_0 + sqrt(1-a_t) w, t) ||^2``, t uniform."""
     t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
     return torch.nn.functional.mse_loss(eps_model(q_sample(x0, t, schedule, noise), t), noise)
 
 
-def ddpm_step(eps_model: NoisePredictor, x_t: torch.Tensor, t: int, schedule: Schedule,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+def ddpm_step(
+    eps_model: NoisePredictor, x_t: torch.Tensor, t: int, schedule: Schedule, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """One ancestral step of the DDPM reverse process (Eq. 3), ``x_t -> x_{t-1}``, with ``sigma_t^2 = beta_t``.
 
-    ``x_{t-1} = (x_t - beta_t / sqrt(1 - a_t) eps_theta(x_t, t)) / sqrt(1 - beta_t) + sigma_t z``; no noise at ``t = 0``.
+    ``x_{t-1} = (x_t - beta_t / sqrt(1 - a_t) eps_theta(x_t, t)) / sqrt(1 - beta_t) + sigma_t z``;
+    no noise at ``t = 0``.
     """
     beta = float(schedule.betas[t])
     a = float(schedule.alpha_bar_at(t))
@@ -59,9 +69,14 @@ def ddpm_step(eps_model: NoisePredictor, x_t: torch.Tensor, t: int, schedule: Sc
 
 
 @torch.no_grad()
-def ddpm_sample(eps_model: NoisePredictor, shape: tuple[int, ...], schedule: Schedule,
-                generator: torch.Generator | None = None, device: str | torch.device = "cpu",
-                progress: bool = False) -> torch.Tensor:
+def ddpm_sample(
+    eps_model: NoisePredictor,
+    shape: tuple[int, ...],
+    schedule: Schedule,
+    generator: torch.Generator | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> torch.Tensor:
     """Ancestral sampling (Eq. 3) from ``x_{T-1} ~ N(0, I)`` down to ``x_0``: all T steps."""
     from tqdm.auto import tqdm
 

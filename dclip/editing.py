@@ -1,5 +1,6 @@
 """Using fine-tuned models: manipulation (Alg. 3), unseen-domain translation and strokes (Alg. 4),
 noise combination for multi-attribute transfer and continuous transition (Alg. 5)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -14,13 +15,24 @@ from dclip.noise_combination import Gammas, mix_noise_predictors, transition_gam
 
 def _check_pair(base: DiffusionModel, tuned: DiffusionModel) -> None:
     if base.image_size != tuned.image_size or base.schedule.T != tuned.schedule.T:
-        raise ValueError(f"the fine-tuned model ({tuned.name}, {tuned.image_size}px) does not belong to the base "
-                         f"model ({base.name}, {base.image_size}px)")
+        raise ValueError(
+            f"the fine-tuned model ({tuned.name}, {tuned.image_size}px) does not belong to the base "
+            f"model ({base.name}, {base.image_size}px)"
+        )
 
 
-def manipulate(base: DiffusionModel, tuned: DiffusionModel, images: torch.Tensor | None, t0: int, S_for: int = 40,
-               S_gen: int = 6, x_t0: torch.Tensor | None = None, eta: float = 0.0,
-               generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+def manipulate(
+    base: DiffusionModel,
+    tuned: DiffusionModel,
+    images: torch.Tensor | None,
+    t0: int,
+    S_for: int = 40,
+    S_gen: int = 6,
+    x_t0: torch.Tensor | None = None,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
     """Alg. 3: invert ``images`` with the pretrained ``base`` (Eq. 12, S_for steps), regenerate with the fine-tuned
     ``tuned`` (Eq. 13, S_gen steps). Pass ``x_t0`` to reuse latents; ``eta > 0`` is stochastic manipulation (F.5)."""
     _check_pair(base, tuned)
@@ -29,13 +41,20 @@ def manipulate(base: DiffusionModel, tuned: DiffusionModel, images: torch.Tensor
             raise ValueError("give images to invert, or their latents x_t0")
         base.check_images(images)
         x_t0 = ddim_invert(base, images.to(base.device), base.schedule, t0, S_for, progress=progress)
-    return ddim_generate(tuned, x_t0.to(tuned.device), tuned.schedule, t0, S_gen, eta=eta, generator=generator,
-                         progress=progress)
+    return ddim_generate(
+        tuned, x_t0.to(tuned.device), tuned.schedule, t0, S_gen, eta=eta, generator=generator, progress=progress
+    )
 
 
-def to_pretrained_domain(base: DiffusionModel, images: torch.Tensor, t0: int = 500, S_gen: int = 40,
-                         k_ddpm: int = 1, generator: torch.Generator | None = None,
-                         progress: bool = False) -> torch.Tensor:
+def to_pretrained_domain(
+    base: DiffusionModel,
+    images: torch.Tensor,
+    t0: int = 500,
+    S_gen: int = 40,
+    k_ddpm: int = 1,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
     """Alg. 4, first part: ``k_ddpm`` rounds of stochastic DDPM forward to ``t0`` (Eq. 1) and DDIM reverse with
     the pretrained model (Eq. 13): brings unseen-domain images or strokes into the model's domain."""
     base.check_images(images)
@@ -49,9 +68,18 @@ def to_pretrained_domain(base: DiffusionModel, images: torch.Tensor, t0: int = 5
     return x
 
 
-def translate(base: DiffusionModel, tuned: DiffusionModel, images: torch.Tensor, t0: int, S_for: int = 40,
-              S_gen: int = 6, t0_ddpm: int = 500, k_ddpm: int = 1, generator: torch.Generator | None = None,
-              progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def translate(
+    base: DiffusionModel,
+    tuned: DiffusionModel,
+    images: torch.Tensor,
+    t0: int,
+    S_for: int = 40,
+    S_gen: int = 6,
+    t0_ddpm: int = 500,
+    k_ddpm: int = 1,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Alg. 4: translation between unseen domains and stroke-conditioned generation.
 
     Returns ``(x0_prime, edited)``: the image brought into the pretrained domain, and its manipulation (Alg. 3).
@@ -60,10 +88,19 @@ def translate(base: DiffusionModel, tuned: DiffusionModel, images: torch.Tensor,
     return x0_prime, manipulate(base, tuned, x0_prime, t0, S_for, S_gen, progress=progress)
 
 
-def combine(base: DiffusionModel, tuned: Sequence[DiffusionModel], gammas: Gammas, images: torch.Tensor | None,
-            t0: int, S_for: int = 40, S_gen: int = 6, x_t0: torch.Tensor | None = None,
-            progress: bool = False) -> torch.Tensor:
-    """Alg. 5, multi-attribute transfer: invert with ``base``, then generate with ``sum_i gamma_i(t) eps_i`` (Eq. 14)."""
+def combine(
+    base: DiffusionModel,
+    tuned: Sequence[DiffusionModel],
+    gammas: Gammas,
+    images: torch.Tensor | None,
+    t0: int,
+    S_for: int = 40,
+    S_gen: int = 6,
+    x_t0: torch.Tensor | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Alg. 5, multi-attribute transfer: invert with ``base``, then generate with ``sum_i gamma_i(t) eps_i``
+    (Eq. 14)."""
     for m in tuned:
         _check_pair(base, m)
     mixed = mix_noise_predictors(list(tuned), gammas)
@@ -75,7 +112,8 @@ def combine(base: DiffusionModel, tuned: Sequence[DiffusionModel], gammas: Gamma
     return ddim_generate(mixed, x_t0, base.schedule, t0, S_gen, progress=progress)
 
 
-def transition(base: DiffusionModel, tuned: DiffusionModel, gamma: float, x_t0: torch.Tensor, t0: int,
-               S_gen: int = 6) -> torch.Tensor:
+def transition(
+    base: DiffusionModel, tuned: DiffusionModel, gamma: float, x_t0: torch.Tensor, t0: int, S_gen: int = 6
+) -> torch.Tensor:
     """Alg. 5 with the pretrained and one fine-tuned model: ``gamma = 0`` is the plain reconstruction, 1 the edit."""
     return combine(base, [base, tuned], transition_gammas(gamma), None, t0, S_gen=S_gen, x_t0=x_t0)

@@ -1,9 +1,10 @@
 """Fine-tuning the noise predictor (Alg. 1 and its GPU-efficient variant, Alg. 2) and the latents it starts from.
 
-    latents = precompute_latents(model, images, t0=500, S_for=40)      # Alg. 1, step 1 (cached on disk)
-    result = finetune(model, clip, latents, FinetuneConfig("angry face", "face", t0=500))
-    edited = manipulate(model, result.model, images, t0=500)            # Alg. 3 (dclip.editing)
+latents = precompute_latents(model, images, t0=500, S_for=40)      # Alg. 1, step 1 (cached on disk)
+result = finetune(model, clip, latents, FinetuneConfig("angry face", "face", t0=500))
+edited = manipulate(model, result.model, images, t0=500)            # Alg. 3 (dclip.editing)
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,9 +48,15 @@ class Latents:
         return self.x0.shape[0]
 
 
-def precompute_latents(model: DiffusionModel, images: torch.Tensor, t0: int, S_for: int = 40,
-                       cache_dir: str | Path | None = DEFAULT_CACHE, batch_size: int = 64,
-                       progress: bool = True) -> Latents:
+def precompute_latents(
+    model: DiffusionModel,
+    images: torch.Tensor,
+    t0: int,
+    S_for: int = 40,
+    cache_dir: str | Path | None = DEFAULT_CACHE,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> Latents:
     """Invert ``images`` once with the pretrained model (Eq. 12); reused for every target text ("recycling").
 
     Cached on disk under ``cache_dir`` keyed by the model's weights, t0, S_for and the image content;
@@ -58,7 +65,11 @@ def precompute_latents(model: DiffusionModel, images: torch.Tensor, t0: int, S_f
     model.check_images(images)
     model.schedule.check_t0(t0)
     key = hashlib.sha1(f"{fingerprint(model)}|{t0}|{S_for}".encode() + images.float().cpu().numpy().tobytes())
-    path = Path(cache_dir) / f"{model.name.replace('/', '_')}-t{t0}-S{S_for}-{key.hexdigest()[:16]}.pt" if cache_dir else None
+    path = (
+        Path(cache_dir) / f"{model.name.replace('/', '_')}-t{t0}-S{S_for}-{key.hexdigest()[:16]}.pt"
+        if cache_dir
+        else None
+    )
     if path is not None and path.exists():
         return Latents(**torch.load(path, weights_only=True))
     x0 = images.to(model.device)
@@ -105,8 +116,13 @@ class FinetuneConfig:
     def from_recipe(cls, recipe, **overrides) -> FinetuneConfig:
         """Settings from a :class:`dclip.recipes.Recipe` (target, reference, t0, lambda_L1, lambda_ID); keyword
         arguments override any of them."""
-        settings = dict(target=recipe.target, reference=recipe.reference, t0=recipe.t0, lambda_l1=recipe.lambda_l1,
-                        lambda_id=recipe.lambda_id)
+        settings = dict(
+            target=recipe.target,
+            reference=recipe.reference,
+            t0=recipe.t0,
+            lambda_l1=recipe.lambda_l1,
+            lambda_id=recipe.lambda_id,
+        )
         return cls(**{**settings, **overrides})
 
 
@@ -123,8 +139,14 @@ class FinetuneResult:
 Callback = Callable[[int, dict, DiffusionModel], None]
 
 
-def objective(clip: CLIP, x_gen: torch.Tensor, x0: torch.Tensor, delta_t: torch.Tensor, cfg: FinetuneConfig,
-              identity: IdentityTerm | None) -> tuple[torch.Tensor, dict]:
+def objective(
+    clip: CLIP,
+    x_gen: torch.Tensor,
+    x0: torch.Tensor,
+    delta_t: torch.Tensor,
+    cfg: FinetuneConfig,
+    identity: IdentityTerm | None,
+) -> tuple[torch.Tensor, dict]:
     """Eq. 10: ``lambda_clip * L_direction + L_id`` (Eq. 9 and 11) on generated images; returns (loss, terms)."""
     l_dir = directional_clip_loss(clip, x_gen, x0, delta_t)
     l_id = identity_loss(x_gen, x0, cfg.lambda_l1, cfg.lambda_id, identity)
@@ -132,9 +154,16 @@ def objective(clip: CLIP, x_gen: torch.Tensor, x0: torch.Tensor, delta_t: torch.
     return loss, {"loss": loss.item(), "direction": l_dir.item(), "identity": l_id.item()}
 
 
-def finetune(model: DiffusionModel, clip: CLIP, latents: Latents, cfg: FinetuneConfig,
-             identity: IdentityTerm | None = None, callback: Callback | None = None,
-             progress: bool = True, init: DiffusionModel | None = None) -> FinetuneResult:
+def finetune(
+    model: DiffusionModel,
+    clip: CLIP,
+    latents: Latents,
+    cfg: FinetuneConfig,
+    identity: IdentityTerm | None = None,
+    callback: Callback | None = None,
+    progress: bool = True,
+    init: DiffusionModel | None = None,
+) -> FinetuneResult:
     """Fine-tune a copy of ``model`` so that images generated from ``latents`` match ``cfg.target`` (Alg. 1 / 2).
 
     Alg. 1: reverse DDIM in ``S_gen`` steps from each latent through the trainable model, keeping the graph
@@ -159,8 +188,11 @@ def finetune(model: DiffusionModel, clip: CLIP, latents: Latents, cfg: FinetuneC
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     n_batches = -(-len(latents) // cfg.batch_size)
     steps_per_batch = 1 if cfg.algorithm == 1 else len(pairs)
-    bar = tqdm(total=cfg.epochs * n_batches * steps_per_batch, disable=not progress,
-               desc=f"fine-tuning (Alg. {cfg.algorithm}) -> {cfg.target!r}")
+    bar = tqdm(
+        total=cfg.epochs * n_batches * steps_per_batch,
+        disable=not progress,
+        desc=f"fine-tuning (Alg. {cfg.algorithm}) -> {cfg.target!r}",
+    )
     start = time.perf_counter()
 
     def step(loss: torch.Tensor, terms: dict, epoch: int) -> None:
@@ -178,12 +210,13 @@ def finetune(model: DiffusionModel, clip: CLIP, latents: Latents, cfg: FinetuneC
     for epoch in range(cfg.epochs):
         order = torch.randperm(len(latents), generator=gen)
         for b in range(n_batches):
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             x0, x = latents.x0[idx].to(device), latents.x_t0[idx].to(device)
             if cfg.algorithm == 1:
                 with autocast:
-                    x_gen = ddim_generate(tuned, x, model.schedule, cfg.t0, cfg.S_gen, grad=True,
-                                          checkpoint=cfg.checkpoint)
+                    x_gen = ddim_generate(
+                        tuned, x, model.schedule, cfg.t0, cfg.S_gen, grad=True, checkpoint=cfg.checkpoint
+                    )
                     loss_terms = objective(clip, x_gen.float(), x0, delta_t, cfg, identity)
                 step(*loss_terms, epoch)
             else:
@@ -205,9 +238,14 @@ def save_finetuned(result: FinetuneResult, path: str | Path) -> Path:
     path = Path(path).with_suffix("")
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in result.model.unet.state_dict().items()}, str(path) + ".safetensors")
-    card = {"base_model": result.model.name, "base_fingerprint": result.base_fingerprint,
-            "config": asdict(result.config), "seconds": round(result.seconds, 2), "steps": len(result.history),
-            "final": result.history[-1] if result.history else None}
+    card = {
+        "base_model": result.model.name,
+        "base_fingerprint": result.base_fingerprint,
+        "config": asdict(result.config),
+        "seconds": round(result.seconds, 2),
+        "steps": len(result.history),
+        "final": result.history[-1] if result.history else None,
+    }
     Path(str(path) + ".json").write_text(json.dumps(card, indent=2) + "\n")
     return Path(str(path) + ".safetensors")
 
@@ -219,8 +257,10 @@ def load_finetuned(path: str | Path, base: DiffusionModel) -> tuple[DiffusionMod
     path = Path(path).with_suffix("")
     card = json.loads(Path(str(path) + ".json").read_text())
     if card["base_fingerprint"] != fingerprint(base):
-        raise ValueError(f"{path} was fine-tuned from {card['base_model']!r} (weights {card['base_fingerprint']}), "
-                         f"not from the given base model {base.name!r} ({fingerprint(base)}): load the right base")
+        raise ValueError(
+            f"{path} was fine-tuned from {card['base_model']!r} (weights {card['base_fingerprint']}), "
+            f"not from the given base model {base.name!r} ({fingerprint(base)}): load the right base"
+        )
     tuned = copy.deepcopy(base)
     tuned.unet.load_state_dict(load_file(str(path) + ".safetensors", device=str(base.device)))
     cfg = card["config"]

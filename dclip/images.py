@@ -1,15 +1,15 @@
 """Images in and out: files, folders, PIL images and arrays to [-1, 1] NCHW tensors, and back for display."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
 from PIL import Image
 
-ImageSource = Union[str, Path, Image.Image, np.ndarray]
+ImageSource = str | Path | Image.Image | np.ndarray
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 

@@ -3,6 +3,7 @@
 All take images in [-1, 1] (N, 3, H, W) and a :class:`dclip.clip.CLIP`; they are differentiable in the
 generated image and return per-batch means (``reduction="none"`` gives one value per image).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -37,8 +38,9 @@ def global_clip_loss(clip: CLIP, x_gen: torch.Tensor, target: str, reduction: st
     return _reduce(1 - clip.encode_image(x_gen) @ clip.encode_text([target])[0], reduction)
 
 
-def directional_similarity(clip: CLIP, x_gen: torch.Tensor, x_ref: torch.Tensor, delta_t: torch.Tensor,
-                           reduction: str = "mean") -> torch.Tensor:
+def directional_similarity(
+    clip: CLIP, x_gen: torch.Tensor, x_ref: torch.Tensor, delta_t: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
     """S_dir (Eq. 30): ``cos(Delta I, Delta T)`` with ``Delta I = E_I(x_gen) - E_I(x_ref)``; in [-1, 1]."""
     if x_gen.shape != x_ref.shape:
         raise ValueError(f"x_gen {tuple(x_gen.shape)} and x_ref {tuple(x_ref.shape)} must have the same shape")
@@ -46,14 +48,21 @@ def directional_similarity(clip: CLIP, x_gen: torch.Tensor, x_ref: torch.Tensor,
     return _reduce(F.cosine_similarity(delta_i, delta_t.to(delta_i)[None], dim=-1), reduction)
 
 
-def directional_clip_loss(clip: CLIP, x_gen: torch.Tensor, x_ref: torch.Tensor, delta_t: torch.Tensor,
-                          reduction: str = "mean") -> torch.Tensor:
+def directional_clip_loss(
+    clip: CLIP, x_gen: torch.Tensor, x_ref: torch.Tensor, delta_t: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
     """Directional CLIP loss (Eq. 9): ``1 - cos(Delta I, Delta T)``."""
     return 1 - directional_similarity(clip, x_gen, x_ref, delta_t, reduction)
 
 
-def identity_loss(x_gen: torch.Tensor, x0: torch.Tensor, lambda_l1: float, lambda_face: float = 0.0,
-                  face: IdentityTerm | None = None, reduction: str = "mean") -> torch.Tensor:
+def identity_loss(
+    x_gen: torch.Tensor,
+    x0: torch.Tensor,
+    lambda_l1: float,
+    lambda_face: float = 0.0,
+    face: IdentityTerm | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
     """Identity loss (Eq. 11): ``lambda_L1 |x0 - x_gen| + lambda_face L_face(x_gen, x0)``.
 
     The L1 term is the mean absolute difference per image. A ``lambda_face > 0`` needs an identity term
@@ -64,8 +73,10 @@ def identity_loss(x_gen: torch.Tensor, x0: torch.Tensor, lambda_l1: float, lambd
     loss = lambda_l1 * (x_gen - x0).abs().flatten(1).mean(1)
     if lambda_face > 0:
         if face is None:
-            raise ValueError("lambda_ID > 0 needs an identity term: pass face=face_identity() for real faces or "
-                             "face=lowpass_identity for the tiny world, or set lambda_ID = 0")
+            raise ValueError(
+                "lambda_ID > 0 needs an identity term: pass face=face_identity() for real faces or "
+                "face=lowpass_identity for the tiny world, or set lambda_ID = 0"
+            )
         loss = loss + lambda_face * face(x_gen, x0)
     return _reduce(loss, reduction)
 
@@ -83,8 +94,10 @@ def face_identity(device: str | torch.device | None = None) -> IdentityTerm:
     try:
         from facenet_pytorch import InceptionResnetV1
     except ImportError as e:
-        raise ImportError("the face identity loss needs a face-recognition backbone: `pip install facenet-pytorch` "
-                          "(its weights download on first use), or set lambda_ID = 0") from e
+        raise ImportError(
+            "the face identity loss needs a face-recognition backbone: `pip install facenet-pytorch` "
+            "(its weights download on first use), or set lambda_ID = 0"
+        ) from e
     net = InceptionResnetV1(pretrained="vggface2").eval().requires_grad_(False)
     if device is not None:
         net = net.to(device)
@@ -92,6 +105,7 @@ def face_identity(device: str | torch.device | None = None) -> IdentityTerm:
     def term(x_gen: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         def emb(x: torch.Tensor) -> torch.Tensor:
             return F.normalize(net(F.interpolate(x, size=(160, 160), mode="bilinear", align_corners=False)), dim=-1)
+
         return 1 - (emb(x_gen) * emb(x0)).sum(-1)
 
     return term

@@ -2,6 +2,7 @@
 
 Images are [-1, 1] tensors (N, 3, H, W); reconstruction metrics are computed on images mapped to [0, 1].
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,8 +29,9 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> float:
     a = ((x.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
     b = ((y.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
     win = min(7, a.shape[1] - (1 - a.shape[1] % 2), a.shape[2] - (1 - a.shape[2] % 2))
-    return float(np.mean([structural_similarity(p, q, channel_axis=-1, data_range=1.0, win_size=win)
-                          for p, q in zip(a, b)]))
+    return float(
+        np.mean([structural_similarity(p, q, channel_axis=-1, data_range=1.0, win_size=win) for p, q in zip(a, b)])
+    )
 
 
 def lpips_model(device: str | torch.device = "cpu"):
@@ -41,8 +43,10 @@ def lpips_model(device: str | torch.device = "cpu"):
 
     cached = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
     if not cached.exists() and not hub_reachable("download.pytorch.org"):
-        raise MetricUnavailable(f"LPIPS needs torchvision's AlexNet weights ({cached}), which are not cached and "
-                                "cannot be downloaded offline; copy the file there to enable LPIPS")
+        raise MetricUnavailable(
+            f"LPIPS needs torchvision's AlexNet weights ({cached}), which are not cached and "
+            "cannot be downloaded offline; copy the file there to enable LPIPS"
+        )
     return lpips.LPIPS(net="alex", verbose=False).eval().requires_grad_(False).to(device)
 
 
@@ -77,8 +81,10 @@ def judge_edit(source: torch.Tensor, edited: torch.Tensor, attribute: str, value
     judge = judge or load_judge()
     before, after = judge_faces(judge, source.clamp(-1, 1)), judge_faces(judge, edited.clamp(-1, 1))
     target = ATTRIBUTES[attribute].index(value)
-    out = {"success": (after[attribute] == target).float().mean().item(),
-           "success_before": (before[attribute] == target).float().mean().item()}
+    out = {
+        "success": (after[attribute] == target).float().mean().item(),
+        "success_before": (before[attribute] == target).float().mean().item(),
+    }
     kept = torch.stack([after[k] == before[k] for k in ATTRIBUTES if k != attribute]).all(0)
     out["others_kept"] = kept.float().mean().item()
     out["segmentation_consistency"] = segmentation_consistency(after["parts"], before["parts"])

@@ -4,6 +4,7 @@ Names and their sources are data (``configs/diffusion_models.json``). A name may
 folder in diffusers layout, or a checkpoint file in the ermongroup/ddim layout (the authors' released
 CelebA-HQ model and their fine-tuned checkpoints), converted on load into diffusers' ``UNet2DModel``.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,10 @@ class DiffusionModel(nn.Module):
 
         check_image(x)
         if tuple(x.shape[1:]) != (3, self.image_size, self.image_size):
-            raise ValueError(f"model {self.name!r} takes (N, 3, {self.image_size}, {self.image_size}) images, got "
-                             f"{tuple(x.shape)}; resize with dclip.load_image(path, size={self.image_size})")
+            raise ValueError(
+                f"model {self.name!r} takes (N, 3, {self.image_size}, {self.image_size}) images, got "
+                f"{tuple(x.shape)}; resize with dclip.load_image(path, size={self.image_size})"
+            )
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,8 @@ def _not_available(name: str, repo: str, detail: str) -> ModelNotAvailableError:
         f"cannot load model {name!r}: the weights of hub repo {repo!r} are not in the Hugging Face cache "
         f"({hub_cache()}) and the hub cannot be reached ({detail}). To fix: on a machine with internet run "
         f"`huggingface-cli download {repo}` and copy the cache, or pass a local folder or checkpoint path as the "
-        f"name; or use the offline tiny world: load_diffusion('tinyfaces'), or set DCLIP_PROFILE=tiny.")
+        f"name; or use the offline tiny world: load_diffusion('tinyfaces'), or set DCLIP_PROFILE=tiny."
+    )
 
 
 def _hub_file(name: str, repo: str, filename: str) -> str:
@@ -155,17 +159,33 @@ def _key_pairs(n_levels: int) -> tuple[list[tuple[str, str]], list[tuple[str, st
     ddim's ``up`` list is indexed by resolution level (``up.0`` is the last applied), diffusers' ``up_blocks`` in
     the order they run, so ``up.i`` is ``up_blocks.(n_levels - 1 - i)``.
     """
-    prefixes = [("temb.dense.0.", "time_embedding.linear_1."), ("temb.dense.1.", "time_embedding.linear_2."),
-                ("norm_out.", "conv_norm_out."), ("mid.block_1.", "mid_block.resnets.0."),
-                ("mid.block_2.", "mid_block.resnets.1."), ("mid.attn_1.", "mid_block.attentions.0.")]
+    prefixes = [
+        ("temb.dense.0.", "time_embedding.linear_1."),
+        ("temb.dense.1.", "time_embedding.linear_2."),
+        ("norm_out.", "conv_norm_out."),
+        ("mid.block_1.", "mid_block.resnets.0."),
+        ("mid.block_2.", "mid_block.resnets.1."),
+        ("mid.attn_1.", "mid_block.attentions.0."),
+    ]
     for i in range(n_levels):
         j = n_levels - 1 - i
-        prefixes += [(f"down.{i}.block.", f"down_blocks.{i}.resnets."), (f"down.{i}.attn.", f"down_blocks.{i}.attentions."),
-                     (f"down.{i}.downsample.", f"down_blocks.{i}.downsamplers.0."),
-                     (f"up.{i}.block.", f"up_blocks.{j}.resnets."), (f"up.{i}.attn.", f"up_blocks.{j}.attentions."),
-                     (f"up.{i}.upsample.", f"up_blocks.{j}.upsamplers.0.")]
-    infixes = [(".nin_shortcut.", ".conv_shortcut."), (".temb_proj.", ".time_emb_proj."), (".norm.", ".group_norm."),
-               (".q.", ".to_q."), (".k.", ".to_k."), (".v.", ".to_v."), (".proj_out.", ".to_out.0.")]
+        prefixes += [
+            (f"down.{i}.block.", f"down_blocks.{i}.resnets."),
+            (f"down.{i}.attn.", f"down_blocks.{i}.attentions."),
+            (f"down.{i}.downsample.", f"down_blocks.{i}.downsamplers.0."),
+            (f"up.{i}.block.", f"up_blocks.{j}.resnets."),
+            (f"up.{i}.attn.", f"up_blocks.{j}.attentions."),
+            (f"up.{i}.upsample.", f"up_blocks.{j}.upsamplers.0."),
+        ]
+    infixes = [
+        (".nin_shortcut.", ".conv_shortcut."),
+        (".temb_proj.", ".time_emb_proj."),
+        (".norm.", ".group_norm."),
+        (".q.", ".to_q."),
+        (".k.", ".to_k."),
+        (".v.", ".to_v."),
+        (".proj_out.", ".to_out.0."),
+    ]
     return prefixes, infixes
 
 
@@ -174,7 +194,7 @@ def _rename(key: str, n_levels: int, to_diffusers: bool) -> str:
     prefixes, infixes = _key_pairs(n_levels)
     for pair in prefixes:
         if key.startswith(pair[src]):
-            key = pair[dst] + key[len(pair[src]):]
+            key = pair[dst] + key[len(pair[src]) :]
             break
     for pair in infixes:
         key = key.replace(pair[src], pair[dst])
@@ -195,8 +215,10 @@ def ddim_to_diffusers(state: dict[str, torch.Tensor], n_levels: int = _N_LEVELS)
 
 def diffusers_to_ddim(state: dict[str, torch.Tensor], n_levels: int = _N_LEVELS) -> dict[str, torch.Tensor]:
     """The inverse of :func:`ddim_to_diffusers`: UNet2DModel keys to the ddim layout (linears become 1x1 convs)."""
-    return {_rename(key, n_levels, to_diffusers=False): value[:, :, None, None] if _ATTN_LINEAR.search(key) else value
-            for key, value in state.items()}
+    return {
+        _rename(key, n_levels, to_diffusers=False): value[:, :, None, None] if _ATTN_LINEAR.search(key) else value
+        for key, value in state.items()
+    }
 
 
 def _read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -225,9 +247,11 @@ def unet_from_ddim_checkpoint(path: str | Path, config: dict):
     except RuntimeError as e:  # shapes that do not fit
         missing, unexpected = [str(e).splitlines()[1].strip()], []
     if missing or unexpected:
-        raise ValueError(f"{path} does not fit the {config['sample_size']}x{config['sample_size']} UNet: "
-                         f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected "
-                         f"(e.g. {unexpected[:3]}); is it a ddim-layout checkpoint of this architecture?")
+        raise ValueError(
+            f"{path} does not fit the {config['sample_size']}x{config['sample_size']} UNet: "
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:3]}); is it a ddim-layout checkpoint of this architecture?"
+        )
     return unet
 
 
@@ -239,21 +263,25 @@ def _tiny_unet():
 
     weights = TINY_WEIGHTS / "tinyfaces.safetensors"
     if not weights.exists():
-        raise ModelNotAvailableError(f"the tiny world's DDPM weights are missing ({weights}); train them with "
-                                     "`python -m dclip.tinyworld.train ddpm`")
+        raise ModelNotAvailableError(
+            f"the tiny world's DDPM weights are missing ({weights}); train them with "
+            "`python -m dclip.tinyworld.train ddpm`"
+        )
     unet = UNet2DModel(**load_config("tinyfaces")["unet"])
     unet.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
     return unet
 
 
-def load_diffusion(name: str, device: str | torch.device | None = None,
-                   dtype: torch.dtype | None = None, compile: bool = False) -> DiffusionModel:
+def load_diffusion(
+    name: str, device: str | torch.device | None = None, dtype: torch.dtype | None = None, compile: bool = False
+) -> DiffusionModel:
     """A pretrained DDPM by name, as a :class:`DiffusionModel` on ``device`` (default: CUDA, MPS, else CPU).
 
     Names: ``celeba-hq``, ``church``, ``bedroom``, ``cat`` (google/ddpm-*-256), ``celeba-hq-sdedit`` (the
     checkpoint the paper used), ``tinyfaces`` (the tiny world, from package data); or a local diffusers folder
     or a ddim-layout checkpoint file (256x256 CelebA-HQ architecture). ``dtype=torch.float16`` halves memory on
-    a GPU; ``compile=True`` wraps the UNet in ``torch.compile`` (faster repeated calls after a slow first one). Raises :class:`ModelNotAvailableError`
+    a GPU; ``compile=True`` wraps the UNet in ``torch.compile`` (faster repeated calls after a slow first one).
+    Raises :class:`ModelNotAvailableError`
     offline without cached weights, and ``ValueError`` for an unknown name.
     """
     from diffusers.utils import logging as diffusers_logging
@@ -261,12 +289,17 @@ def load_diffusion(name: str, device: str | torch.device | None = None,
     diffusers_logging.set_verbosity_error()
     entry = DIFFUSION_MODELS.get(name)
     if entry is None and not Path(name).exists():
-        raise ValueError(f"unknown diffusion model {name!r}: use one of {sorted(DIFFUSION_MODELS)}, "
-                         "a local diffusers folder, or a ddim-layout checkpoint file")
+        raise ValueError(
+            f"unknown diffusion model {name!r}: use one of {sorted(DIFFUSION_MODELS)}, "
+            "a local diffusers folder, or a ddim-layout checkpoint file"
+        )
     if entry is None:
         source = Path(name)
-        unet = _unet_from_pretrained(name, name) if source.is_dir() else unet_from_ddim_checkpoint(
-            source, DIFFUSION_MODELS["celeba-hq-sdedit"]["unet"])
+        unet = (
+            _unet_from_pretrained(name, name)
+            if source.is_dir()
+            else unet_from_ddim_checkpoint(source, DIFFUSION_MODELS["celeba-hq-sdedit"]["unet"])
+        )
         entry = {"schedule": DIFFUSION_MODELS["celeba-hq"]["schedule"]}
     elif entry["source"] == "tiny":
         unet = _tiny_unet()

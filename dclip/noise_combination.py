@@ -5,6 +5,7 @@ in eps for a fixed x_t and the weights sum to 1, ``sum_i gamma_i f_i = f(sum_i g
 plain DDIM step with the mixed noise prediction, so :func:`mix_noise_predictors` returns a noise predictor
 that every function of :mod:`dclip.ddim` accepts.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -42,7 +43,8 @@ def mix_noise_predictors(eps_models: Sequence[NoisePredictor], gammas: Gammas) -
 
 
 def transition_gammas(gamma: float) -> list[float]:
-    """Weights ``[1 - gamma, gamma]`` for a continuous transition between the pretrained and a fine-tuned model (Alg. 5)."""
+    """Weights ``[1 - gamma, gamma]`` for a continuous transition between the pretrained and a fine-tuned
+    model (Alg. 5)."""
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma={gamma} must lie in [0, 1] (0: the original image, 1: the full edit)")
     return [1.0 - gamma, gamma]

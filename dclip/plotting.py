@@ -1,4 +1,5 @@
 """Figures for the notebooks: labelled image grids and curves."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,8 +12,9 @@ def _to_numpy(x: torch.Tensor):
     return ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
 
 
-def show_images(rows: dict[str, torch.Tensor], col_labels: Sequence[str] | None = None, title: str = "",
-                size: float = 1.2) -> plt.Figure:
+def show_images(
+    rows: dict[str, torch.Tensor], col_labels: Sequence[str] | None = None, title: str = "", size: float = 1.2
+) -> plt.Figure:
     """A grid of [-1, 1] images: one row per entry of ``rows`` (labelled with its key), columns labelled."""
     n_cols = max(len(v) for v in rows.values())
     fig, axes = plt.subplots(len(rows), n_cols, figsize=(size * n_cols + 1, size * len(rows) + 0.4), squeeze=False)
@@ -34,8 +36,15 @@ def show_images(rows: dict[str, torch.Tensor], col_labels: Sequence[str] | None 
     return fig
 
 
-def plot_curves(curves: dict[str, Sequence[float]], x: Sequence[float] | None = None, title: str = "",
-                xlabel: str = "", ylabel: str = "", logx: bool = False, logy: bool = False) -> plt.Figure:
+def plot_curves(
+    curves: dict[str, Sequence[float]],
+    x: Sequence[float] | None = None,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    logx: bool = False,
+    logy: bool = False,
+) -> plt.Figure:
     """Line plot of named curves, with a title and axis labels."""
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for name, ys in curves.items():

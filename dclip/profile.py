@@ -2,6 +2,7 @@
 
 ``profile()`` decides; ``DCLIP_PROFILE=tiny|real`` forces one. Notebooks print ``profile().describe()``.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,10 @@ class Profile:
     test_steps: tuple[int, int]  # (S_for, S_gen) when editing
 
     def describe(self) -> str:
-        return (f"dclip profile: {self.name} ({self.diffusion} DDPM at {self.image_size}x{self.image_size}, "
-                f"CLIP {self.clip}) on {self.device}")
+        return (
+            f"dclip profile: {self.name} ({self.diffusion} DDPM at {self.image_size}x{self.image_size}, "
+            f"CLIP {self.clip}) on {self.device}"
+        )
 
 
 REAL = dict(diffusion="celeba-hq", clip="ViT-B-16", image_size=256, train_steps=(40, 6), test_steps=(200, 40))

@@ -3,6 +3,7 @@
 A recipe names the target and reference texts (Eq. 9), the return step t0 and the identity weights
 lambda_L1 and lambda_ID (Eq. 11) of one edit: ``get_recipe("celeba-hq", "angry")``.
 """
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@
 The paper writes ``alpha_t`` for ``alpha_bar_t``. One step *before* 0, ``t = -1``, stands for
 the clean image: ``alpha_bar(-1) = 1``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,17 +41,22 @@ class Schedule:
         return torch.cumprod(1.0 - self.betas, dim=0)
 
     def alpha_bar_at(self, t: int | torch.Tensor) -> torch.Tensor:
-        """``alpha_bar_t`` for integer ``t`` in ``[-1, T-1]`` (scalar or tensor), with ``alpha_bar(-1) = 1``; float64."""
+        """``alpha_bar_t`` for integer ``t`` in ``[-1, T-1]`` (scalar or tensor), with ``alpha_bar(-1) = 1``;
+        float64."""
         t = torch.as_tensor(t, dtype=torch.long)
         if (t < -1).any() or (t > self.T - 1).any():
-            raise ValueError(f"t={t.tolist()} is out of range: the schedule has T={self.T} steps; use -1 <= t <= {self.T - 1}")
+            raise ValueError(
+                f"t={t.tolist()} is out of range: the schedule has T={self.T} steps; use -1 <= t <= {self.T - 1}"
+            )
         padded = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar])
         return padded[t + 1]
 
     def check_t0(self, t0: int) -> None:
         """Raise a clear error unless ``0 < t0 <= T-1`` (the return step of Sec. 3.3)."""
         if not isinstance(t0, (int, np.integer)) or not 0 < t0 <= self.T - 1:
-            raise ValueError(f"t0={t0!r} is out of range: the model has T={self.T} steps; use an integer 0 < t0 < {self.T}")
+            raise ValueError(
+                f"t0={t0!r} is out of range: the model has T={self.T} steps; use an integer 0 < t0 < {self.T}"
+            )
 
 
 def time_sequence(S: int, t0: int, T: int = 1000) -> list[int]:

@@ -1,9 +1,11 @@
 """A Gaussian toy where everything is exact: data ``x_0 ~ N(mu, s^2 I)``.
 
 The optimal noise predictor ``E[w | x_t]`` is closed-form, and so is the probability-flow ODE that DDIM
-discretizes (Eq. 7, 25-28): with ``y = x / sqrt(a)`` and ``p = sqrt(1/a - 1)``, ``dy/dp = eps = p (y - mu) / (s^2 + p^2)``,
+discretizes (Eq. 7, 25-28): with ``y = x / sqrt(a)`` and ``p = sqrt(1/a - 1)``,
+``dy/dp = eps = p (y - mu) / (s^2 + p^2)``,
 whose solution is ``y(p) - mu = (y(0) - mu) sqrt(s^2 + p^2) / s``. Used by the tests and by chapter 02.
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,7 +14,8 @@ from dclip.schedule import Schedule
 
 
 class GaussianEps:
-    """The exact noise predictor for ``x_0 ~ N(mu, s^2 I)``: ``eps(x_t, t) = sqrt(1-a)(x_t - sqrt(a) mu) / (a s^2 + 1 - a)``."""
+    """The exact noise predictor for ``x_0 ~ N(mu, s^2 I)``:
+    ``eps(x_t, t) = sqrt(1-a)(x_t - sqrt(a) mu) / (a s^2 + 1 - a)``."""
 
     def __init__(self, mu: float | torch.Tensor, s: float, schedule: Schedule):
         self.mu, self.s, self.schedule = mu, float(s), schedule

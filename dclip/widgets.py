@@ -1,5 +1,6 @@
 """ipywidgets controls for the notebooks. Each control's callback is a plain function, tested in the package;
 latents are cached, so moving a slider regenerates instead of recomputing everything."""
+
 from __future__ import annotations
 
 import torch
@@ -38,10 +39,15 @@ def reconstruction_widget(explorer: ReconstructionExplorer, n_show: int = 6):
 
     def draw(t0: int, S_for: int, S_gen: int) -> None:
         rec, mae = explorer(t0, S_for, S_gen)
-        show_images({"input": explorer.x0[:n_show], "reconstruction": rec[:n_show]},
-                    title=f"t0={t0}, (S_for, S_gen)=({S_for}, {S_gen}): MAE {mae:.4f}")
+        show_images(
+            {"input": explorer.x0[:n_show], "reconstruction": rec[:n_show]},
+            title=f"t0={t0}, (S_for, S_gen)=({S_for}, {S_gen}): MAE {mae:.4f}",
+        )
         plt.show()
 
-    return w.interactive(draw, t0=w.IntSlider(500, 100, 900, 100, description="t0"),
-                         S_for=w.IntSlider(40, 2, 200, 2, description="S_for"),
-                         S_gen=w.IntSlider(6, 2, 100, 2, description="S_gen"))
+    return w.interactive(
+        draw,
+        t0=w.IntSlider(500, 100, 900, 100, description="t0"),
+        S_for=w.IntSlider(40, 2, 200, 2, description="S_for"),
+        S_gen=w.IntSlider(6, 2, 100, 2, description="S_gen"),
+    )

@@ -93,7 +93,7 @@ def test_batched_generation_equals_one_image_at_a_time(schedule, gen):
     eps = lambda x, t: torch.tanh(x) * (t[:, None, None, None] / 1000)  # noqa: E731
     x = torch.randn(5, 3, 4, 4, generator=gen)
     batched = ddim_generate(eps, x, schedule, 400, 8)
-    single = torch.cat([ddim_generate(eps, x[i:i + 1], schedule, 400, 8) for i in range(5)])
+    single = torch.cat([ddim_generate(eps, x[i : i + 1], schedule, 400, 8) for i in range(5)])
     assert torch.allclose(batched, single, atol=1e-6)
 
 

@@ -1,20 +1,34 @@
 """dclip's DDIM loops against diffusers' schedulers on the same small random UNet2DModel."""
+
 import pytest
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler, UNet2DModel
 
 from dclip.ddim import ddim_generate, ddim_invert
 
-CONFIG = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02, clip_sample=False,
-              set_alpha_to_one=True, steps_offset=0, timestep_spacing="leading")
+CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_schedule="linear",
+    beta_start=1e-4,
+    beta_end=0.02,
+    clip_sample=False,
+    set_alpha_to_one=True,
+    steps_offset=0,
+    timestep_spacing="leading",
+)
 
 
 @pytest.fixture(scope="module")
 def unet():
     torch.manual_seed(0)
-    return UNet2DModel(sample_size=16, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                       up_block_types=("AttnUpBlock2D", "UpBlock2D")).eval()
+    return UNet2DModel(
+        sample_size=16,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    ).eval()
 
 
 def eps_of(unet):

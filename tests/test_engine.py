@@ -1,4 +1,5 @@
 """The DiffusionCLIP engine on small models: losses (Eq. 8-11, 30), fine-tuning (Alg. 1, 2), editing (Alg. 3-5)."""
+
 import pytest
 import torch
 from diffusers import UNet2DModel
@@ -31,8 +32,9 @@ class FakeCLIP:
 
     def __init__(self, linear: bool = False):
         torch.manual_seed(0)
-        self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.Tanh(), torch.nn.AdaptiveAvgPool2d(1),
-                                       torch.nn.Flatten()).requires_grad_(False)
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.Tanh(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+        ).requires_grad_(False)
         self.linear = linear
         self.table: dict[str, torch.Tensor] = {}
 
@@ -48,8 +50,14 @@ class FakeCLIP:
 
 def small_model(seed: int = 0) -> DiffusionModel:
     torch.manual_seed(seed)
-    unet = UNet2DModel(sample_size=16, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+    unet = UNet2DModel(
+        sample_size=16,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    )
     return DiffusionModel(unet, Schedule.linear(), 16, f"small-{seed}").eval().requires_grad_(False)
 
 
@@ -64,6 +72,7 @@ def images():
 
 
 # --- losses -----------------------------------------------------------------------------------------------
+
 
 def test_directional_similarity_is_the_cosine_of_eq30():
     clip = FakeCLIP(linear=True)
@@ -117,6 +126,7 @@ def test_lowpass_identity_ignores_fine_detail_but_not_layout():
 
 # --- fine-tuning -----------------------------------------------------------------------------------------
 
+
 def test_latents_are_cached_and_reused(base, images, tmp_path, monkeypatch):
     lat = precompute_latents(base, images, 300, 4, cache_dir=tmp_path, progress=False)
     assert lat.x_t0.shape == images.shape and len(list(tmp_path.iterdir())) == 1
@@ -156,8 +166,16 @@ def test_finetuning_lowers_eq10_and_leaves_the_pretrained_model_alone(base, imag
 def test_finetuning_is_seeded_and_checkpointing_changes_nothing(base, images):
     clip = FakeCLIP()
     lat = precompute_latents(base, images, 300, 4, cache_dir=None, progress=False)
-    runs = [finetune(base, clip, lat, FinetuneConfig("a", "b", t0=300, S_gen=3, lr=1e-3, epochs=1, batch_size=2,
-                                                      checkpoint=c), progress=False) for c in (True, True, False)]
+    runs = [
+        finetune(
+            base,
+            clip,
+            lat,
+            FinetuneConfig("a", "b", t0=300, S_gen=3, lr=1e-3, epochs=1, batch_size=2, checkpoint=c),
+            progress=False,
+        )
+        for c in (True, True, False)
+    ]
     assert fingerprint(runs[0].model) == fingerprint(runs[1].model)
     for p, q in zip(runs[0].model.parameters(), runs[2].model.parameters()):
         assert torch.allclose(p, q, atol=1e-5)
@@ -173,8 +191,14 @@ def test_learning_rate_grows_by_gamma_every_n_steps(base, images):
 def test_callback_sees_every_step(base, images):
     lat = precompute_latents(base, images, 300, 2, cache_dir=None, progress=False)
     seen = []
-    finetune(base, FakeCLIP(), lat, FinetuneConfig("a", "b", t0=300, S_gen=2, epochs=1, batch_size=2),
-             callback=lambda i, entry, model: seen.append((i, entry["loss"])), progress=False)
+    finetune(
+        base,
+        FakeCLIP(),
+        lat,
+        FinetuneConfig("a", "b", t0=300, S_gen=2, epochs=1, batch_size=2),
+        callback=lambda i, entry, model: seen.append((i, entry["loss"])),
+        progress=False,
+    )
     assert [i for i, _ in seen] == [1, 2]
 
 
@@ -205,14 +229,24 @@ def test_config_from_a_recipe():
     from dclip.recipes import get_recipe
 
     cfg = FinetuneConfig.from_recipe(get_recipe("celeba-hq", "angry"), epochs=2)
-    assert (cfg.target, cfg.reference, cfg.t0, cfg.lambda_l1, cfg.lambda_id, cfg.epochs) == ("angry face", "face", 500, 0.3, 0.3, 2)
+    assert (cfg.target, cfg.reference, cfg.t0, cfg.lambda_l1, cfg.lambda_id, cfg.epochs) == (
+        "angry face",
+        "face",
+        500,
+        0.3,
+        0.3,
+        2,
+    )
 
 
 # --- editing ---------------------------------------------------------------------------------------------
 
+
 def test_manipulation_with_the_pretrained_model_is_the_reconstruction(base, images):
     with torch.no_grad():
-        assert torch.equal(manipulate(base, base, images, 300, 4, 3), reconstruct(base, images, base.schedule, 300, 4, 3))
+        assert torch.equal(
+            manipulate(base, base, images, 300, 4, 3), reconstruct(base, images, base.schedule, 300, 4, 3)
+        )
 
 
 def test_transition_spans_reconstruction_to_edit(base, images):
@@ -238,16 +272,25 @@ def test_multi_attribute_combination_checks_its_weights(base, images):
 
 def test_stochastic_manipulation_is_seeded_and_varied(base, images):
     lat = precompute_latents(base, images, 300, 4, cache_dir=None, progress=False)
-    run = lambda s: manipulate(base, base, None, 300, S_gen=3, x_t0=lat.x_t0, eta=1.0,  # noqa: E731
-                               generator=torch.Generator().manual_seed(s))
+    run = lambda s: manipulate(
+        base,
+        base,
+        None,
+        300,
+        S_gen=3,
+        x_t0=lat.x_t0,
+        eta=1.0,  # noqa: E731
+        generator=torch.Generator().manual_seed(s),
+    )
     with torch.no_grad():
         assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
 
 
 def test_translation_brings_images_into_the_domain_then_edits(base, images):
     with torch.no_grad():
-        x_prime, edited = translate(base, small_model(1), images, 300, 4, 3, t0_ddpm=200, k_ddpm=2,
-                                    generator=torch.Generator().manual_seed(0))
+        x_prime, edited = translate(
+            base, small_model(1), images, 300, 4, 3, t0_ddpm=200, k_ddpm=2, generator=torch.Generator().manual_seed(0)
+        )
         again = to_pretrained_domain(base, images, 200, 40, 2, torch.Generator().manual_seed(0))
     assert torch.equal(x_prime, again) and edited.shape == images.shape
     with pytest.raises(ValueError, match="k_ddpm"):

@@ -1,4 +1,5 @@
 """The model zoo, offline: every loading path against locally saved weights of the real architectures."""
+
 import time
 
 import pytest
@@ -118,7 +119,9 @@ def test_clip_from_local_weights_file(tmp_path):
 def test_clip_preprocessing_is_differentiable_from_the_diffusion_range():
     import open_clip
 
-    clip = dclip.clip.CLIP(open_clip.create_model("ViT-B-32-quickgelu").eval(), open_clip.get_tokenizer("ViT-B-32"), "t")
+    clip = dclip.clip.CLIP(
+        open_clip.create_model("ViT-B-32-quickgelu").eval(), open_clip.get_tokenizer("ViT-B-32"), "t"
+    )
     x = torch.zeros(1, 3, 64, 64, requires_grad=True)
     pre = clip.preprocess(x)
     assert pre.shape == (1, 3, 224, 224)

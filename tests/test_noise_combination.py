@@ -12,8 +12,9 @@ def models():
 def test_one_model_with_gamma_one_is_the_plain_step(schedule, gen):
     m = models()[1]
     x = torch.randn(3, 3, 4, 4, generator=gen)
-    assert torch.equal(ddim_generate(mix_noise_predictors([m], [1.0]), x, schedule, 300, 5),
-                       ddim_generate(m, x, schedule, 300, 5))
+    assert torch.equal(
+        ddim_generate(mix_noise_predictors([m], [1.0]), x, schedule, 300, 5), ddim_generate(m, x, schedule, 300, 5)
+    )
 
 
 def test_combined_step_is_eq14(schedule, gen):
@@ -24,7 +25,8 @@ def test_combined_step_is_eq14(schedule, gen):
     a_t, a_s = schedule.alpha_bar_at(400).item(), schedule.alpha_bar_at(350).item()
     eps = [m(x, t) for m in ms]
     expected = a_s**0.5 * sum(gi * predict_x0(x, e, a_t) for gi, e in zip(g, eps)) + (1 - a_s) ** 0.5 * sum(
-        gi * e for gi, e in zip(g, eps))
+        gi * e for gi, e in zip(g, eps)
+    )
     out, _ = ddim_step(mix_noise_predictors(ms, g), x, 400, 350, schedule)
     assert torch.allclose(out, expected, atol=1e-6)
 

@@ -1,4 +1,5 @@
 """Every notebook of the course: its shape, its Colab set-up, and outputs stored from a top-to-bottom run."""
+
 import json
 import re
 from pathlib import Path

@@ -1,4 +1,5 @@
 """The install files agree with each other."""
+
 import re
 from pathlib import Path
 
@@ -17,7 +18,7 @@ def test_environment_yml_names_the_same_packages_as_pyproject():
     wanted = _names(project["dependencies"] + project["optional-dependencies"]["dev"])
     conda = []
     text = (ROOT / "environment.yml").read_text()
-    for line in text[text.index("dependencies:"):].splitlines():
+    for line in text[text.index("dependencies:") :].splitlines():
         m = re.match(r"^\s+- (?!-e)([A-Za-z][\w.-]*)", line)
         if m and m.group(1) not in ("python", "pip"):
             conda.append(CONDA_NAMES.get(m.group(1), m.group(1)))

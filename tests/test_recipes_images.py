@@ -10,9 +10,21 @@ from dclip.recipes import PAPER_RECIPES, TINY_RECIPES
 def test_recipes_are_the_papers_table5():
     assert len(PAPER_RECIPES) == 29
     angry = dclip.get_recipe("celeba-hq", "angry")
-    assert (angry.target, angry.reference, angry.t0, angry.lambda_l1, angry.lambda_id) == ("angry face", "face", 500, 0.3, 0.3)
+    assert (angry.target, angry.reference, angry.t0, angry.lambda_l1, angry.lambda_id) == (
+        "angry face",
+        "face",
+        500,
+        0.3,
+        0.3,
+    )
     gogh = dclip.get_recipe("celeba-hq-sdedit", "gogh")
-    assert (gogh.target, gogh.reference, gogh.t0, gogh.lambda_l1, gogh.lambda_id) == ("painting by Gogh", "photo", 600, 0, 0)
+    assert (gogh.target, gogh.reference, gogh.t0, gogh.lambda_l1, gogh.lambda_id) == (
+        "painting by Gogh",
+        "photo",
+        600,
+        0,
+        0,
+    )
     assert dclip.get_recipe("church", "golden").t0 == 400 and dclip.get_recipe("afhq-dog", "bear").reference == "dog"
     assert {r.t0 for r in PAPER_RECIPES} == {300, 400, 500, 600}
     assert [r.name for r in dclip.recipes_for("bedroom")] == ["blue tone", "wooden", "golden", "palace"]

@@ -19,7 +19,9 @@ def test_alpha_bar_is_the_cumulative_product_with_one_at_minus_one(schedule):
     assert schedule.alpha_bar_at(-1).item() == 1.0
     assert schedule.alpha_bar_at(0).item() == pytest.approx(1 - 1e-4)
     assert schedule.alpha_bar_at(999).item() == pytest.approx(4.036e-5, rel=1e-3)  # the DDPM value
-    assert torch.equal(schedule.alpha_bar_at(torch.tensor([-1, 10])), torch.tensor([1.0, expected[10]], dtype=torch.float64))
+    assert torch.equal(
+        schedule.alpha_bar_at(torch.tensor([-1, 10])), torch.tensor([1.0, expected[10]], dtype=torch.float64)
+    )
 
 
 def test_alpha_bar_rejects_times_outside_the_schedule(schedule):

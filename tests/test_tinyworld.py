@@ -1,4 +1,5 @@
 """The tiny world: the face generator, its captions, the shipped models, and short training runs."""
+
 import dataclasses
 import json
 from pathlib import Path
@@ -128,6 +129,7 @@ def small(monkeypatch):
         c = load_config(name)
         c["train"].update(n_images=128, threads=1, **train)
         return c
+
     return cfg
 
 
@@ -152,6 +154,7 @@ def test_short_judge_run_lowers_the_loss(small, tmp_path):
 def test_short_clip_run_lowers_the_loss(small, tmp_path):
     from dclip.tinyworld.train import train_clip
 
-    card = train_clip(small("tinyclip", batch_size=32, warmup=5, eval_every=1000), tmp_path / "run",
-                      tmp_path / "out", steps=30)
+    card = train_clip(
+        small("tinyclip", batch_size=32, warmup=5, eval_every=1000), tmp_path / "run", tmp_path / "out", steps=30
+    )
     assert card["loss_end"] < card["loss_start"]

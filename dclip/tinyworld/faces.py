@@ -8,6 +8,7 @@ the *full* split (what the tiny CLIP and the judge see) has every attribute valu
 a face into a ``zombie`` or into ``grey hair`` leaves the DDPM's training domain, as in the
 paper's unseen-domain experiments.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -143,18 +144,38 @@ def render(face: Face) -> tuple[np.ndarray, np.ndarray]:
     hair = HAIR_COLOURS[face.hair]
 
     if face.long_hair:  # hair falling behind the head and onto the shoulders
-        shape("rounded_rectangle", (cx - hw - 2.2 * s, cy - hh - 1.5 * s, cx + hw + 2.2 * s, cy + hh + 3 * s),
-              hair, "hair", radius=int(8 * s))
-    shape("polygon", [(cx - 15 * s, _CANVAS), (cx - 10 * s, cy + hh + 1 * s), (cx + 10 * s, cy + hh + 1 * s),
-                      (cx + 15 * s, _CANVAS)], face.shirt, "clothes")
+        shape(
+            "rounded_rectangle",
+            (cx - hw - 2.2 * s, cy - hh - 1.5 * s, cx + hw + 2.2 * s, cy + hh + 3 * s),
+            hair,
+            "hair",
+            radius=int(8 * s),
+        )
+    shape(
+        "polygon",
+        [
+            (cx - 15 * s, _CANVAS),
+            (cx - 10 * s, cy + hh + 1 * s),
+            (cx + 10 * s, cy + hh + 1 * s),
+            (cx + 15 * s, _CANVAS),
+        ],
+        face.shirt,
+        "clothes",
+    )
     shape("rectangle", (cx - 3.2 * s, cy + hh - 3 * s, cx + 3.2 * s, cy + hh + 1.5 * s), _shade(skin, 0.9), "skin")
     shape("ellipse", (cx - hw, cy - hh, cx + hw, cy + hh), skin, "skin")
     if face.beard == "beard":
         shape("chord", (cx - hw, cy - hh, cx + hw, cy + hh), _shade(hair, 0.85), "beard", start=10, end=170)
         shape("rectangle", (cx - 4.5 * s, cy + 2.6 * s, cx + 4.5 * s, cy + 5 * s), _shade(hair, 0.85), "beard")
     # the fringe: the top of an ellipse a little larger than the head
-    shape("chord", (cx - hw - 1.2 * s, cy - hh - 1.8 * s, cx + hw + 1.2 * s, cy + 0.2 * hh), hair, "hair",
-          start=180, end=360)
+    shape(
+        "chord",
+        (cx - hw - 1.2 * s, cy - hh - 1.8 * s, cx + hw + 1.2 * s, cy + 0.2 * hh),
+        hair,
+        "hair",
+        start=180,
+        end=360,
+    )
 
     ex, ey, er = 3.9 * s * face.eye_gap, cy + 0.4 * s, 1.25 * s
     brow = _shade(hair, 0.55) if face.hair != "black" else (10, 8, 8)
@@ -175,11 +196,19 @@ def render(face: Face) -> tuple[np.ndarray, np.ndarray]:
     if face.expression == "smiling":  # an open smile: the lower half of an ellipse
         shape("chord", (cx - mw, my - 2.2 * s, cx + mw, my + 2.2 * s), mouth, "mouth", start=0, end=180)
     elif face.expression == "angry":  # a frown: an arc bending down
-        shape("arc", (cx - mw, my - 0.2 * s, cx + mw, my + 3.2 * s), mouth, "mouth", start=200, end=340,
-              width=int(1.2 * s))
+        shape(
+            "arc",
+            (cx - mw, my - 0.2 * s, cx + mw, my + 3.2 * s),
+            mouth,
+            "mouth",
+            start=200,
+            end=340,
+            width=int(1.2 * s),
+        )
     else:
-        shape("line", [(cx - mw * 0.8, my + 0.4 * s), (cx + mw * 0.8, my + 0.4 * s)], mouth, "mouth",
-              width=int(1.1 * s))
+        shape(
+            "line", [(cx - mw * 0.8, my + 0.4 * s), (cx + mw * 0.8, my + 0.4 * s)], mouth, "mouth", width=int(1.1 * s)
+        )
 
     image = np.asarray(img.resize((SIZE, SIZE), Image.BOX))
     onehot = np.eye(len(PARTS), dtype=np.int32)[np.asarray(lab)]
@@ -198,11 +227,16 @@ def render_strokes(face: Face, rng: np.random.Generator) -> np.ndarray:
     j = lambda: float(rng.uniform(-1.2, 1.2))  # noqa: E731  (hand jitter)
     cx, cy = n / 2 + face.dx, n / 2 + face.dy - 1
     hw, hh = 8.6 * face.scale * face.width, 10.6 * face.scale
-    d.polygon([(cx - 14 + j(), n), (cx - 9 + j(), cy + hh), (cx + 9 + j(), cy + hh), (cx + 14 + j(), n)],
-              fill=face.shirt)
+    d.polygon(
+        [(cx - 14 + j(), n), (cx - 9 + j(), cy + hh), (cx + 9 + j(), cy + hh), (cx + 14 + j(), n)], fill=face.shirt
+    )
     d.ellipse((cx - hw + j(), cy - hh + j(), cx + hw + j(), cy + hh + j()), fill=SKIN_TONES[face.skin])
-    d.chord((cx - hw - 1 + j(), cy - hh - 2 + j(), cx + hw + 1 + j(), cy + 0.2 * hh + j()), 180, 360,
-            fill=HAIR_COLOURS[face.hair])
+    d.chord(
+        (cx - hw - 1 + j(), cy - hh - 2 + j(), cx + hw + 1 + j(), cy + 0.2 * hh + j()),
+        180,
+        360,
+        fill=HAIR_COLOURS[face.hair],
+    )
     for side in (-1, 1):
         x = cx + side * 3.9 * face.scale
         d.rectangle((x - 1 + j() * 0.3, cy, x + 1, cy + 1.5), fill=(30, 30, 30))
@@ -210,8 +244,13 @@ def render_strokes(face: Face, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(img)
 
 
-_SKIN_WORDS = {"pale": ["pale", "fair"], "tanned": ["tanned", "tan"], "brown": ["brown"],
-               "dark": ["dark", "dark-skinned"], "zombie": ["zombie", "green zombie"]}
+_SKIN_WORDS = {
+    "pale": ["pale", "fair"],
+    "tanned": ["tanned", "tan"],
+    "brown": ["brown"],
+    "dark": ["dark", "dark-skinned"],
+    "zombie": ["zombie", "green zombie"],
+}
 _EXPR_WORDS = {"smiling": ["smiling", "happy"], "neutral": ["neutral", "calm"], "angry": ["angry", "frowning"]}
 _NOUNS = ["face", "person", "portrait"]
 

@@ -3,6 +3,7 @@
 It is the tiny world's stand-in for the paper's face parser and attribute evaluators, and the
 independent referee of every edit: an edit is never judged by the CLIP that guided it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -13,8 +14,14 @@ from dclip.tinyworld.faces import ATTRIBUTES, PARTS
 
 
 def _block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1), nn.GroupNorm(8, c_out), nn.SiLU(),
-                         nn.Conv2d(c_out, c_out, 3, 1, 1), nn.GroupNorm(8, c_out), nn.SiLU())
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride, 1),
+        nn.GroupNorm(8, c_out),
+        nn.SiLU(),
+        nn.Conv2d(c_out, c_out, 3, 1, 1),
+        nn.GroupNorm(8, c_out),
+        nn.SiLU(),
+    )
 
 
 class Judge(nn.Module):
@@ -76,8 +83,9 @@ def load_judge(device: str | torch.device = "cpu") -> Judge:
     if not (weights / "judge.safetensors").exists():
         from dclip.models import ModelNotAvailableError
 
-        raise ModelNotAvailableError(f"the judge's weights are missing ({weights}); train them with "
-                                     "`python -m dclip.tinyworld.train judge`")
+        raise ModelNotAvailableError(
+            f"the judge's weights are missing ({weights}); train them with `python -m dclip.tinyworld.train judge`"
+        )
     cfg = json.loads((Path(__file__).parent / "configs" / "judge.json").read_text())
     judge = Judge(**cfg["model"])
     judge.load_state_dict(load_file(str(weights / "judge.safetensors")))

@@ -3,6 +3,7 @@
 Each figure is measured on fresh faces (seeds the trainings never used), printed, and written into the
 model's JSON card under ``quality``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,14 +92,16 @@ def ddpm_quality(n_samples: int = 256, n_recon: int = 64, grid_path: Path | None
         held_out = [ATTRIBUTES[k].index(v) for v in OUT_OF_DOMAIN[k]]
         out[f"samples_{k}_out_of_domain_fraction"] = sum((verdict[k] == i).float().mean().item() for i in held_out)
     if grid_path is not None:
-        grid = torch.cat([torch.cat(list(samples[r * 16:(r + 1) * 16]), dim=2) for r in range(min(8, n_samples // 16))], 1)
+        grid = torch.cat(
+            [torch.cat(list(samples[r * 16 : (r + 1) * 16]), dim=2) for r in range(min(8, n_samples // 16))], 1
+        )
         to_pil(grid)[0].resize((grid.shape[2] * 3, grid.shape[1] * 3), 0).save(grid_path)
         out["sample_grid"] = grid_path.name
     x0 = make_faces(n_recon, seed=FRESH_SEED + 3, split="in-domain").images
     mae = {}
     for t0 in (300, 500, 600):
         latent = ddim_invert(model, x0, model.schedule, t0, 200, progress=True)
-        for s_gen in ((6, 40) if t0 == 500 else (40,)):
+        for s_gen in (6, 40) if t0 == 500 else (40,):
             rec = ddim_generate(model, latent, model.schedule, t0, s_gen).clamp(-1, 1)
             mae[f"t0={t0},S=(200,{s_gen})"] = ((rec - x0).abs() / 2).mean().item()  # images in [0, 1]
     out["round_trip_mae"] = mae
@@ -116,9 +119,15 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("model", choices=["judge", "clip", "ddpm", "all"])
     a = p.parse_args(argv)
-    jobs = {"judge": ("judge", judge_quality), "clip": ("tinyclip", clip_quality),
-            "ddpm": ("tinyfaces", lambda: ddpm_quality(grid_path=WEIGHTS.parent.parent.parent / "docs" / "tinyfaces_samples.png"))}
-    for key in (jobs if a.model == "all" else [a.model]):
+    jobs = {
+        "judge": ("judge", judge_quality),
+        "clip": ("tinyclip", clip_quality),
+        "ddpm": (
+            "tinyfaces",
+            lambda: ddpm_quality(grid_path=WEIGHTS.parent.parent.parent / "docs" / "tinyfaces_samples.png"),
+        ),
+    }
+    for key in jobs if a.model == "all" else [a.model]:
         card, fn = jobs[key]
         figures = fn()
         _record(card, figures)

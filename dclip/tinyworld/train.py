@@ -3,6 +3,7 @@
 Seeded and resumable: a checkpoint is written to ``runs/<model>/`` every few hundred steps and picked
 up on restart. The final weights go to the package's ``weights/`` folder with a JSON card.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,11 @@ def train_ddpm(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = None
     state = ckpt.load()
     step, elapsed, losses = 0, 0.0, []
     if state is not None:
-        model.load_state_dict(state["model"]); ema.load_state_dict(state["ema"]); opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"]); step, elapsed, losses = state["step"], state["elapsed"], state["losses"]
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        step, elapsed, losses = state["step"], state["elapsed"], state["losses"]
     eps = lambda x, t: model(x, t).sample  # noqa: E731
     start = time.time() - elapsed
     bar = tqdm(total=steps, initial=step, desc="tinyfaces DDPM")
@@ -92,13 +96,30 @@ def train_ddpm(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = None
         if step % 50 == 0:
             bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
         if step % 250 == 0 or step == steps:
-            ckpt.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                       "gen": gen.get_state(), "step": step, "elapsed": time.time() - start, "losses": losses})
+            ckpt.save(
+                {
+                    "model": model.state_dict(),
+                    "ema": ema.state_dict(),
+                    "opt": opt.state_dict(),
+                    "gen": gen.get_state(),
+                    "step": step,
+                    "elapsed": time.time() - start,
+                    "losses": losses,
+                }
+            )
     bar.close()
-    card = {"name": cfg["name"], "kind": "ddpm", "config": cfg, "steps": step,
-            "wall_minutes": round((time.time() - start) / 60, 1), "data_size": tc["n_images"],
-            "final_loss_avg100": round(sum(losses[-100:]) / max(1, len(losses[-100:])), 5), **_loss_ends(losses),
-            "threads": tc["threads"], "device": "cpu"}
+    card = {
+        "name": cfg["name"],
+        "kind": "ddpm",
+        "config": cfg,
+        "steps": step,
+        "wall_minutes": round((time.time() - start) / 60, 1),
+        "data_size": tc["n_images"],
+        "final_loss_avg100": round(sum(losses[-100:]) / max(1, len(losses[-100:])), 5),
+        **_loss_ends(losses),
+        "threads": tc["threads"],
+        "device": "cpu",
+    }
     _export(ema, cfg["name"], card, out_dir, fp16=True)
     return card
 
@@ -107,7 +128,10 @@ def _loss_ends(losses: list[float], k: int = 10) -> dict[str, float]:
     """Mean loss over the first and the last ``k`` steps of this run (resumed steps included)."""
     if not losses:
         return {}
-    return {"loss_start": round(sum(losses[:k]) / len(losses[:k]), 5), "loss_end": round(sum(losses[-k:]) / len(losses[-k:]), 5)}
+    return {
+        "loss_start": round(sum(losses[:k]) / len(losses[:k]), 5),
+        "loss_end": round(sum(losses[-k:]) / len(losses[-k:]), 5),
+    }
 
 
 def _export(model: torch.nn.Module, name: str, card: dict, out_dir: Path, fp16: bool) -> None:
@@ -150,15 +174,25 @@ def train_judge(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = Non
             g["lr"] = _lr_at(step, tc) * 0.5 * (1 + torch.cos(torch.tensor(step / steps * 3.14159)).item())
         out = model(_noisy(data.images[idx], tc["noise_std"], gen))
         loss = F.cross_entropy(out["parts"], data.parts[idx]) + sum(
-            F.cross_entropy(out[k], data.attributes[k][idx]) for k in ATTRIBUTES)
+            F.cross_entropy(out[k], data.attributes[k][idx]) for k in ATTRIBUTES
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.item())
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-    card = {"name": cfg["name"], "kind": "judge", "config": cfg, "steps": steps, "data_size": tc["n_images"], **_loss_ends(losses),
-            "wall_minutes": round((time.time() - start) / 60, 1), "threads": tc["threads"], "device": "cpu"}
+    card = {
+        "name": cfg["name"],
+        "kind": "judge",
+        "config": cfg,
+        "steps": steps,
+        "data_size": tc["n_images"],
+        **_loss_ends(losses),
+        "wall_minutes": round((time.time() - start) / 60, 1),
+        "threads": tc["threads"],
+        "device": "cpu",
+    }
     _export(model, cfg["name"], card, out_dir, fp16=False)
     return card
 
@@ -202,8 +236,11 @@ def train_clip(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = None
     state = ckpt.load()
     step, elapsed, history, losses = 0, 0.0, [], []
     if state is not None:
-        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); gen.set_state(state["gen"])
-        rng.bit_generator.state = state["rng"]; step, elapsed, history = state["step"], state["elapsed"], state["history"]
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        rng.bit_generator.state = state["rng"]
+        step, elapsed, history = state["step"], state["elapsed"], state["history"]
         losses = state.get("losses", [])
     start = time.time() - elapsed
     bar = tqdm(total=steps, initial=step, desc="tinyclip")
@@ -217,8 +254,10 @@ def train_clip(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = None
         img, txt, scale = model(_noisy(data.images[idx], tc["noise_std"], gen), tokenizer([c[0] for c in caps]))
         logits = scale * img @ txt.T
         C = consistency(faces, [c[1] for c in caps])
-        loss = 0.5 * (F.cross_entropy(logits, C / C.sum(1, keepdim=True))
-                      + F.cross_entropy(logits.T, (C / C.sum(0, keepdim=True)).T))
+        loss = 0.5 * (
+            F.cross_entropy(logits, C / C.sum(1, keepdim=True))
+            + F.cross_entropy(logits.T, (C / C.sum(0, keepdim=True)).T)
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -232,16 +271,33 @@ def train_clip(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = None
             acc = clip_zero_shot(model, tokenizer, val)
             history.append({"step": step, "loss": round(loss.item(), 4), **{k: round(v, 4) for k, v in acc.items()}})
             bar.write(json.dumps(history[-1]))
-            ckpt.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                       "rng": rng.bit_generator.state, "step": step, "elapsed": time.time() - start, "history": history,
-                       "losses": losses})
+            ckpt.save(
+                {
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "gen": gen.get_state(),
+                    "rng": rng.bit_generator.state,
+                    "step": step,
+                    "elapsed": time.time() - start,
+                    "history": history,
+                    "losses": losses,
+                }
+            )
             if min(acc.values()) >= tc["stop_at_accuracy"]:
                 break
     bar.close()
-    card = {"name": cfg["name"], "kind": "clip", "config": cfg, "steps": step, "data_size": tc["n_images"],
-            "wall_minutes": round((time.time() - start) / 60, 1), "validation": history, "threads": tc["threads"],
-            **_loss_ends(losses),
-            "device": "cpu"}
+    card = {
+        "name": cfg["name"],
+        "kind": "clip",
+        "config": cfg,
+        "steps": step,
+        "data_size": tc["n_images"],
+        "wall_minutes": round((time.time() - start) / 60, 1),
+        "validation": history,
+        "threads": tc["threads"],
+        **_loss_ends(losses),
+        "device": "cpu",
+    }
     _export(model, cfg["name"], card, out_dir, fp16=True)
     return card
 
