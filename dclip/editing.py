@@ -21,6 +21,18 @@ def _check_pair(base: DiffusionModel, tuned: DiffusionModel) -> None:
         )
 
 
+def _latents(
+    base: DiffusionModel, images: torch.Tensor | None, x_t0: torch.Tensor | None, t0: int, S_for: int, progress: bool
+) -> torch.Tensor:
+    """The given latents ``x_t0``, or those of ``images`` by DDIM inversion with the pretrained ``base`` (Eq. 12)."""
+    if x_t0 is not None:
+        return x_t0
+    if images is None:
+        raise ValueError("give images to invert, or their latents x_t0")
+    base.check_images(images)
+    return ddim_invert(base, images.to(base.device), base.schedule, t0, S_for, progress=progress)
+
+
 def manipulate(
     base: DiffusionModel,
     tuned: DiffusionModel,
@@ -36,11 +48,7 @@ def manipulate(
     """Alg. 3: invert ``images`` with the pretrained ``base`` (Eq. 12, S_for steps), regenerate with the fine-tuned
     ``tuned`` (Eq. 13, S_gen steps). Pass ``x_t0`` to reuse latents; ``eta > 0`` is stochastic manipulation (F.5)."""
     _check_pair(base, tuned)
-    if x_t0 is None:
-        if images is None:
-            raise ValueError("give images to invert, or their latents x_t0")
-        base.check_images(images)
-        x_t0 = ddim_invert(base, images.to(base.device), base.schedule, t0, S_for, progress=progress)
+    x_t0 = _latents(base, images, x_t0, t0, S_for, progress)
     return ddim_generate(
         tuned, x_t0.to(tuned.device), tuned.schedule, t0, S_gen, eta=eta, generator=generator, progress=progress
     )
@@ -104,11 +112,7 @@ def combine(
     for m in tuned:
         _check_pair(base, m)
     mixed = mix_noise_predictors(list(tuned), gammas)
-    if x_t0 is None:
-        if images is None:
-            raise ValueError("give images to invert, or their latents x_t0")
-        base.check_images(images)
-        x_t0 = ddim_invert(base, images.to(base.device), base.schedule, t0, S_for, progress=progress)
+    x_t0 = _latents(base, images, x_t0, t0, S_for, progress)
     return ddim_generate(mixed, x_t0, base.schedule, t0, S_gen, progress=progress)
 
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -101,7 +101,6 @@ class FinetuneConfig:
     checkpoint: bool = True  # Alg. 1: recompute each step's activations in backward (memory flat in S_gen)
     templates: tuple[str, ...] = ("{}",)
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.algorithm not in (1, 2):

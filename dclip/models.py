@@ -12,7 +12,6 @@ import os
 import re
 import socket
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -57,12 +56,6 @@ class DiffusionModel(nn.Module):
                 f"model {self.name!r} takes (N, 3, {self.image_size}, {self.image_size}) images, got "
                 f"{tuple(x.shape)}; resize with dclip.load_image(path, size={self.image_size})"
             )
-
-
-@dataclass(frozen=True)
-class _Default:
-    device: torch.device
-    dtype: torch.dtype
 
 
 def default_device() -> torch.device:

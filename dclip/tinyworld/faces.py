@@ -11,7 +11,7 @@ paper's unseen-domain experiments.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -325,7 +325,3 @@ def make_strokes(n: int, seed: int = 0, split: str = "full", **fixed: str) -> tu
     faceset = make_faces(n, seed, split, **fixed)
     strokes = [render_strokes(f, np.random.default_rng([seed, i, 1])) for i, f in enumerate(faceset.faces)]
     return torch.from_numpy(np.stack(strokes)).permute(0, 3, 1, 2).float() / 127.5 - 1.0, faceset
-
-
-def face_dict(face: Face) -> dict:
-    return asdict(face)
