@@ -12,7 +12,9 @@ measured with the tiny CLIP for the edit and for the plain reconstruction.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,18 +25,7 @@ from dclip.finetune import FinetuneConfig, finetune, precompute_latents
 from dclip.losses import directional_similarity, lowpass_identity, text_direction
 from dclip.metrics import judge_edit
 from dclip.tinyworld.faces import make_faces
-
-#: recipe name -> the judge's (attribute, value) that the edit should produce
-EXPECTED = {
-    "angry": ("expression", "angry"),
-    "smiling": ("expression", "smiling"),
-    "tanned": ("skin", "tanned"),
-    "red hair": ("hair", "red"),
-    "blond hair": ("hair", "blond"),
-    "beard": ("beard", "beard"),
-    "grey hair": ("hair", "grey"),
-    "zombie": ("skin", "zombie"),
-}
+from dclip.tinyworld.judge import RECIPE_TARGETS as EXPECTED
 
 
 def main() -> None:
@@ -45,29 +36,53 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--algorithm", type=int, default=1)
     p.add_argument("--lambda-l1", type=float, default=None, help="default: the recipe's")
+    p.add_argument("--lambda-id", type=float, default=None, help="default: the recipe's")
+    p.add_argument("--s-gen-test", type=int, default=6, help="S_gen of the manipulation of the test faces")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=32, help="number of training latents N")
+    p.add_argument("--t0", type=int, default=None, help="default: the recipe's")
+    p.add_argument("--id-size", type=int, default=8, help="resolution of the low-pass identity stand-in")
+    p.add_argument("--templates", default="{}", help="prompt templates for Delta T, separated by '|'")
     p.add_argument("--figure", type=Path, default=None, help="save a PNG of sources, reconstructions and edits")
     a = p.parse_args()
     torch.manual_seed(0)
     base, clip = dclip.load_diffusion("tinyfaces", device="cpu"), dclip.load_clip("tinyclip", device="cpu")
     recipe = dclip.get_recipe("tinyfaces", a.recipe)
-    overrides = {} if a.lambda_l1 is None else {"lambda_l1": a.lambda_l1}
+    if a.t0 is not None:
+        recipe = dataclasses.replace(recipe, t0=a.t0)
+    overrides = {k: v for k, v in (("lambda_l1", a.lambda_l1), ("lambda_id", a.lambda_id)) if v is not None}
     cfg = FinetuneConfig.from_recipe(
-        recipe, lr=a.lr, epochs=a.epochs, batch_size=a.batch, algorithm=a.algorithm, S_gen=6, **overrides
+        recipe,
+        lr=a.lr,
+        epochs=a.epochs,
+        batch_size=a.batch,
+        algorithm=a.algorithm,
+        S_gen=6,
+        seed=a.seed,
+        templates=tuple(a.templates.split("|")),
+        **overrides,
     )
-    train = make_faces(32, seed=100, split="in-domain").images
+    train = make_faces(a.n, seed=100, split="in-domain").images
     test = make_faces(64, seed=200, split="in-domain").images
     start = time.perf_counter()
     latents = precompute_latents(base, train, recipe.t0, 40, cache_dir=None, progress=False)
     t_pre = time.perf_counter() - start
-    result = finetune(base, clip, latents, cfg, identity=lowpass_identity, progress=False)
+    result = finetune(base, clip, latents, cfg, identity=partial(lowpass_identity, size=a.id_size), progress=False)
     test_latents = precompute_latents(base, test, recipe.t0, 40, cache_dir=None, progress=False)
     with torch.no_grad():
-        rec = manipulate(base, base, None, recipe.t0, x_t0=test_latents.x_t0, S_gen=6).clamp(-1, 1)
-        edit = manipulate(base, result.model, None, recipe.t0, x_t0=test_latents.x_t0, S_gen=6).clamp(-1, 1)
+        rec = manipulate(base, base, None, recipe.t0, x_t0=test_latents.x_t0, S_gen=a.s_gen_test).clamp(-1, 1)
+        edit = manipulate(base, result.model, None, recipe.t0, x_t0=test_latents.x_t0, S_gen=a.s_gen_test).clamp(-1, 1)
         delta_t = text_direction(clip, recipe.target, recipe.reference)
         s_edit = directional_similarity(clip, edit, test, delta_t).item()
         s_rec = directional_similarity(clip, rec, test, delta_t).item()
     scores = judge_edit(test, edit, *EXPECTED[a.recipe])
+    ceiling = judge_edit(test, rec, *EXPECTED[a.recipe])
+    from dclip.tinyworld.judge import judge_faces, load_judge
+
+    b, e = judge_faces(load_judge(), test)["beard"], judge_faces(load_judge(), edit)["beard"]
+    print("beard added", int(((b == 0) & (e == 1)).sum()), "removed", int(((b == 1) & (e == 0)).sum()))
+    print({k: round(v, 2) for k, v in scores.items() if k.startswith("kept_")})
+    print(f"the reconstruction alone keeps the other attributes of {ceiling['others_kept']:.2f} of the faces")
     print(
         "| recipe | Alg. | lr | epochs | batch | fine-tune s | success (before) | others kept | SC "
         "| S_dir edit | S_dir rec |"

@@ -8,6 +8,7 @@ edited = manipulate(model, result.model, images, t0=500)            # Alg. 3 (dc
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import time
@@ -24,6 +25,7 @@ from dclip.losses import IdentityTerm, directional_clip_loss, identity_loss, tex
 from dclip.models import DiffusionModel
 
 DEFAULT_CACHE = Path.home() / ".cache" / "dclip" / "latents"
+DEFAULT_FINETUNED = Path.home() / ".cache" / "dclip" / "finetuned"
 
 
 def fingerprint(model: torch.nn.Module) -> str:
@@ -247,6 +249,40 @@ def save_finetuned(result: FinetuneResult, path: str | Path) -> Path:
     }
     Path(str(path) + ".json").write_text(json.dumps(card, indent=2) + "\n")
     return Path(str(path) + ".safetensors")
+
+
+def _describe(identity: IdentityTerm | None) -> str:
+    """A stable name of an identity term (functions and functools.partial of them), for cache keys."""
+    if isinstance(identity, functools.partial):
+        return f"{_describe(identity.func)}{identity.args}{sorted(identity.keywords.items())}"
+    return f"{identity.__module__}.{identity.__qualname__}" if identity is not None else "none"
+
+
+def finetune_or_load(
+    model: DiffusionModel,
+    clip: CLIP,
+    latents: Latents,
+    cfg: FinetuneConfig,
+    identity: IdentityTerm | None = None,
+    cache_dir: str | Path = DEFAULT_FINETUNED,
+    progress: bool = True,
+    callback: Callback | None = None,
+    force: bool = False,
+) -> DiffusionModel:
+    """:func:`finetune` once and keep the result on disk (:func:`save_finetuned`), keyed by the base model's
+    weights, the settings, the latents and the identity term: later chapters reuse what an earlier one trained.
+    ``force=True`` trains (and stores) even when a stored result exists, for example to watch the ``callback``."""
+    key = hashlib.sha1(
+        json.dumps([fingerprint(model), asdict(cfg), _describe(identity)]).encode()
+        + latents.x0.numpy().tobytes()
+        + latents.x_t0.numpy().tobytes()
+    ).hexdigest()[:16]
+    path = Path(cache_dir) / f"{model.name.replace('/', '_')}-{key}"
+    if Path(str(path) + ".safetensors").exists() and not force:
+        return load_finetuned(path, model)[0]
+    result = finetune(model, clip, latents, cfg, identity, callback, progress=progress)
+    save_finetuned(result, path)
+    return result.model
 
 
 def load_finetuned(path: str | Path, base: DiffusionModel) -> tuple[DiffusionModel, FinetuneConfig]:

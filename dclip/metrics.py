@@ -85,7 +85,46 @@ def judge_edit(source: torch.Tensor, edited: torch.Tensor, attribute: str, value
         "success": (after[attribute] == target).float().mean().item(),
         "success_before": (before[attribute] == target).float().mean().item(),
     }
-    kept = torch.stack([after[k] == before[k] for k in ATTRIBUTES if k != attribute]).all(0)
-    out["others_kept"] = kept.float().mean().item()
+    others = [k for k in ATTRIBUTES if k != attribute]
+    out["others_kept"] = torch.stack([after[k] == before[k] for k in others]).all(0).float().mean().item()
+    out.update({f"kept_{k}": (after[k] == before[k]).float().mean().item() for k in others})
     out["segmentation_consistency"] = segmentation_consistency(after["parts"], before["parts"])
+    return out
+
+
+def identity_similarity(x_gen: torch.Tensor, x0: torch.Tensor, face=None) -> float:
+    """Identity similarity of edits to their sources, higher is closer (1 = same).
+
+    With ``face`` (an identity term from :func:`dclip.losses.face_identity`, ``1 - cos`` of face embeddings):
+    the mean cosine similarity, as the paper's ID metric. Without it, the tiny world's documented STAND-IN:
+    the cosine similarity of the mean-centred 8 x 8 low-pass images (position, size, shape, background).
+    """
+    if x_gen.shape != x0.shape:
+        raise ValueError(f"x_gen {tuple(x_gen.shape)} and x0 {tuple(x0.shape)} must have the same shape")
+    with torch.no_grad():
+        if face is not None:
+            return (1 - face(x_gen, x0)).mean().item()
+
+        def low(x: torch.Tensor) -> torch.Tensor:
+            x = torch.nn.functional.adaptive_avg_pool2d(x.float().clamp(-1, 1), 8).flatten(1)
+            return x - x.mean(1, keepdim=True)
+
+        return torch.nn.functional.cosine_similarity(low(x_gen), low(x0), dim=1).mean().item()
+
+
+def manipulation_metrics(
+    clip, source: torch.Tensor, edited: torch.Tensor, target: str, reference: str, judged: tuple[str, str] | None = None
+) -> dict[str, float]:
+    """S_dir (Eq. 30) with the profile's CLIP and identity similarity; in the tiny world (``judged`` = the
+    judge's expected ``(attribute, value)``) also success, others kept and segmentation consistency by the judge."""
+    from dclip.losses import directional_similarity, text_direction
+
+    with torch.no_grad():
+        delta_t = text_direction(clip, target, reference)
+        out = {
+            "s_dir": directional_similarity(clip, edited.clamp(-1, 1), source, delta_t).item(),
+            "identity": identity_similarity(edited, source),
+        }
+    if judged is not None:
+        out.update(judge_edit(source, edited, *judged))
     return out

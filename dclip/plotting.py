@@ -58,3 +58,21 @@ def plot_curves(
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def plot_matrix(
+    m: torch.Tensor, rows: Sequence[str], cols: Sequence[str], title: str = "", xlabel: str = "", ylabel: str = ""
+) -> plt.Figure:
+    """A heat map of a (rows x cols) matrix with each value written in its cell (CLIP similarities, tables)."""
+    m = m.detach().float().cpu()
+    fig, ax = plt.subplots(figsize=(1.1 * len(cols) + 2.5, 0.45 * len(rows) + 1.5))
+    im = ax.imshow(m.numpy(), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return fig

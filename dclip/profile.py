@@ -24,6 +24,8 @@ class Profile:
     device: str
     train_steps: tuple[int, int]  # (S_for, S_gen) while fine-tuning
     test_steps: tuple[int, int]  # (S_for, S_gen) when editing
+    n_train: int  # precomputed latents N (Alg. 1, step 1)
+    finetune: dict  # FinetuneConfig settings beyond the recipe's (lr, epochs, batch size)
 
     def describe(self) -> str:
         return (
@@ -32,8 +34,26 @@ class Profile:
         )
 
 
-REAL = dict(diffusion="celeba-hq", clip="ViT-B-16", image_size=256, train_steps=(40, 6), test_steps=(200, 40))
-TINY = dict(diffusion="tinyfaces", clip="tinyclip", image_size=32, train_steps=(40, 6), test_steps=(200, 40))
+REAL = dict(
+    diffusion="celeba-hq",
+    clip="ViT-B-16",
+    image_size=256,
+    train_steps=(40, 6),
+    test_steps=(200, 40),
+    n_train=50,
+    finetune=dict(lr=4e-6, epochs=1, batch_size=1),  # the paper's settings
+)
+#: The tiny world's settings were chosen with ``benchmarks/tiny_edits.py`` (docs/results.md): a 2.7M-parameter
+#: DDPM takes a far larger learning rate than the paper's 4e-6, and CPU time asks for batches of 8.
+TINY = dict(
+    diffusion="tinyfaces",
+    clip="tinyclip",
+    image_size=32,
+    train_steps=(40, 6),
+    test_steps=(40, 6),
+    n_train=32,
+    finetune=dict(lr=2e-4, epochs=8, batch_size=8),
+)
 
 
 def _real_weights_available() -> bool:

@@ -300,3 +300,24 @@ def test_translation_brings_images_into_the_domain_then_edits(base, images):
 def test_editing_rejects_images_of_another_size(base):
     with pytest.raises(ValueError, match=r"takes \(N, 3, 16, 16\)"):
         manipulate(base, base, torch.zeros(1, 3, 32, 32), 300)
+
+
+# --- cost of the algorithms -------------------------------------------------------------------------------
+
+
+def test_activation_memory_counts_what_alg1_keeps_and_alg2_and_checkpointing_do_not(base):
+    from dclip.finetune import Latents
+    from dclip.profiling import measure
+
+    clip = FakeCLIP()
+    x0 = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    latents = Latents(x0, torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)), 500, 40)
+
+    def cost(**kw):
+        cfg = FinetuneConfig("a sketch", "a photo", t0=500, S_gen=6, lr=1e-4, **kw)
+        return measure(lambda: finetune(base, clip, latents, cfg, progress=False)).activation_bytes
+
+    alg1, alg1_ckpt, alg2 = cost(checkpoint=False), cost(checkpoint=True), cost(algorithm=2)
+    # Alg. 1 keeps every one of the 6 steps' activations; Alg. 2 one step's; checkpointing only step inputs.
+    assert 4 < alg1 / alg2 < 8
+    assert alg1_ckpt < alg2 < alg1

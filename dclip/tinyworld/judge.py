@@ -51,6 +51,19 @@ class Judge(nn.Module):
         return out
 
 
+#: The judge's (attribute, value) that each tiny-world recipe (``configs/recipes.json``) should produce.
+RECIPE_TARGETS: dict[str, tuple[str, str]] = {
+    "angry": ("expression", "angry"),
+    "smiling": ("expression", "smiling"),
+    "tanned": ("skin", "tanned"),
+    "red hair": ("hair", "red"),
+    "blond hair": ("hair", "blond"),
+    "beard": ("beard", "beard"),
+    "grey hair": ("hair", "grey"),
+    "zombie": ("skin", "zombie"),
+}
+
+
 @torch.no_grad()
 def judge_faces(judge: Judge, images: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
     """The judge's verdict on ``images`` ([-1, 1], (N, 3, 32, 32)).
