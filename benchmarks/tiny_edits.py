@@ -39,9 +39,10 @@ def main() -> None:
     p.add_argument("--lambda-id", type=float, default=None, help="default: the recipe's")
     p.add_argument("--s-gen-test", type=int, default=6, help="S_gen of the manipulation of the test faces")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--views", type=int, default=4, help="augmented views in the CLIP loss")
     p.add_argument("--n", type=int, default=32, help="number of training latents N")
     p.add_argument("--t0", type=int, default=None, help="default: the recipe's")
-    p.add_argument("--id-size", type=int, default=8, help="resolution of the low-pass identity stand-in")
+    p.add_argument("--id-size", type=int, default=16, help="resolution of the low-pass identity stand-in")
     p.add_argument("--templates", default="{}", help="prompt templates for Delta T, separated by '|'")
     p.add_argument("--figure", type=Path, default=None, help="save a PNG of sources, reconstructions and edits")
     a = p.parse_args()
@@ -59,6 +60,7 @@ def main() -> None:
         algorithm=a.algorithm,
         S_gen=6,
         seed=a.seed,
+        clip_views=a.views,
         templates=tuple(a.templates.split("|")),
         **overrides,
     )

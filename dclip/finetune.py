@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from dclip.clip import CLIP
 from dclip.ddim import ddim_generate, ddim_invert, ddim_step, generation_pairs
-from dclip.losses import IdentityTerm, directional_clip_loss, identity_loss, text_direction
+from dclip.losses import IdentityTerm, augment_pairs, directional_clip_loss, identity_loss, text_direction
 from dclip.models import DiffusionModel
 
 DEFAULT_CACHE = Path.home() / ".cache" / "dclip" / "latents"
@@ -102,6 +102,7 @@ class FinetuneConfig:
     algorithm: int = 1  # 1: backpropagate through all S_gen steps; 2: one step per reverse step (GPU-efficient)
     checkpoint: bool = True  # Alg. 1: recompute each step's activations in backward (memory flat in S_gen)
     templates: tuple[str, ...] = ("{}",)
+    clip_views: int = 0  # > 0: average L_direction over this many shifted/flipped views (augment_pairs)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -148,8 +149,12 @@ def objective(
     cfg: FinetuneConfig,
     identity: IdentityTerm | None,
 ) -> tuple[torch.Tensor, dict]:
-    """Eq. 10: ``lambda_clip * L_direction + L_id`` (Eq. 9 and 11) on generated images; returns (loss, terms)."""
-    l_dir = directional_clip_loss(clip, x_gen, x0, delta_t)
+    """Eq. 10: ``lambda_clip * L_direction + L_id`` (Eq. 9 and 11) on generated images; returns (loss, terms).
+    With ``cfg.clip_views > 0`` the directional loss is averaged over augmented views (:func:`augment_pairs`)."""
+    if cfg.clip_views > 0:
+        l_dir = directional_clip_loss(clip, *augment_pairs(x_gen, x0, cfg.clip_views), delta_t)
+    else:
+        l_dir = directional_clip_loss(clip, x_gen, x0, delta_t)
     l_id = identity_loss(x_gen, x0, cfg.lambda_l1, cfg.lambda_id, identity)
     loss = cfg.lambda_clip * l_dir + l_id
     return loss, {"loss": loss.item(), "direction": l_dir.item(), "identity": l_id.item()}
@@ -208,25 +213,26 @@ def finetune(
         if callback is not None:
             callback(len(history), entry, tuned)
 
-    for epoch in range(cfg.epochs):
-        order = torch.randperm(len(latents), generator=gen)
-        for b in range(n_batches):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            x0, x = latents.x0[idx].to(device), latents.x_t0[idx].to(device)
-            if cfg.algorithm == 1:
-                with autocast:
-                    x_gen = ddim_generate(
-                        tuned, x, model.schedule, cfg.t0, cfg.S_gen, grad=True, checkpoint=cfg.checkpoint
-                    )
-                    loss_terms = objective(clip, x_gen.float(), x0, delta_t, cfg, identity)
-                step(*loss_terms, epoch)
-            else:
-                for t, t_next in pairs:
+    with torch.enable_grad():  # also when called under torch.no_grad()
+        for epoch in range(cfg.epochs):
+            order = torch.randperm(len(latents), generator=gen)
+            for b in range(n_batches):
+                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                x0, x = latents.x0[idx].to(device), latents.x_t0[idx].to(device)
+                if cfg.algorithm == 1:
                     with autocast:
-                        x_next, x0_pred = ddim_step(tuned, x, t, t_next, model.schedule)
-                        loss_terms = objective(clip, x0_pred.float(), x0, delta_t, cfg, identity)
+                        x_gen = ddim_generate(
+                            tuned, x, model.schedule, cfg.t0, cfg.S_gen, grad=True, checkpoint=cfg.checkpoint
+                        )
+                        loss_terms = objective(clip, x_gen.float(), x0, delta_t, cfg, identity)
                     step(*loss_terms, epoch)
-                    x = x_next.detach().float()
+                else:
+                    for t, t_next in pairs:
+                        with autocast:
+                            x_next, x0_pred = ddim_step(tuned, x, t, t_next, model.schedule)
+                            loss_terms = objective(clip, x0_pred.float(), x0, delta_t, cfg, identity)
+                        step(*loss_terms, epoch)
+                        x = x_next.detach().float()
     bar.close()
     tuned.eval().requires_grad_(False)
     return FinetuneResult(tuned, cfg, history, base, time.perf_counter() - start)

@@ -55,6 +55,26 @@ def directional_clip_loss(
     return 1 - directional_similarity(clip, x_gen, x_ref, delta_t, reduction)
 
 
+def augment_pairs(
+    x_gen: torch.Tensor, x_ref: torch.Tensor, views: int, shift: int = 2, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``views`` randomly shifted (up to ``shift`` pixels, edge-padded) and flipped copies of each pair, the same
+    transform for ``x_gen`` and ``x_ref``: averaging a CLIP loss over them keeps its gradient from exploiting
+    pixel-exact adversarial patterns (a common remedy in CLIP-guided editing). Returns (views*N, ...) each."""
+    n, _, h, w = x_gen.shape
+    pad = (shift, shift, shift, shift)
+    g_pad, r_pad = F.pad(x_gen, pad, mode="replicate"), F.pad(x_ref, pad, mode="replicate")
+    outs_g, outs_r = [], []
+    for _ in range(views):
+        dy, dx = (int(v) for v in torch.randint(0, 2 * shift + 1, (2,), generator=generator))
+        g, r = g_pad[..., dy : dy + h, dx : dx + w], r_pad[..., dy : dy + h, dx : dx + w]
+        if torch.rand((), generator=generator) < 0.5:
+            g, r = g.flip(-1), r.flip(-1)
+        outs_g.append(g)
+        outs_r.append(r)
+    return torch.cat(outs_g), torch.cat(outs_r)
+
+
 def identity_loss(
     x_gen: torch.Tensor,
     x0: torch.Tensor,
@@ -81,10 +101,11 @@ def identity_loss(
     return _reduce(loss, reduction)
 
 
-def lowpass_identity(x_gen: torch.Tensor, x0: torch.Tensor, size: int = 8) -> torch.Tensor:
+def lowpass_identity(x_gen: torch.Tensor, x0: torch.Tensor, size: int = 16) -> torch.Tensor:
     """The tiny world's STAND-IN for a face-recognition identity loss: mean squared difference of the images
-    average-pooled to ``size`` x ``size``. A tiny face's identity is its position, size, shape and background,
-    which this keeps; it uses neither the guiding CLIP nor the judge. Returns (N,)."""
+    average-pooled to ``size`` x ``size`` (16 x 16 of a 32 x 32 face keeps regions such as a beard, not strokes
+    such as brows). A tiny face's identity is its position, size, shape, colours and background, which this
+    keeps; it uses neither the guiding CLIP nor the judge. Returns (N,)."""
     return (F.adaptive_avg_pool2d(x_gen, size) - F.adaptive_avg_pool2d(x0, size)).square().flatten(1).mean(1)
 
 

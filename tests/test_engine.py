@@ -117,7 +117,7 @@ def test_identity_loss_is_eq11():
 
 def test_lowpass_identity_ignores_fine_detail_but_not_layout():
     x0 = torch.zeros(1, 3, 32, 32)
-    checker = (torch.arange(32)[:, None] + torch.arange(32)[None]) % 2 * 0.4 - 0.2  # averages to 0 in 4x4 blocks
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None]) % 2 * 0.4 - 0.2  # averages to 0 in 2x2 blocks
     assert lowpass_identity(x0 + checker, x0).item() == pytest.approx(0.0, abs=1e-7)
     shifted = x0.clone()
     shifted[..., :16] = 0.5
@@ -321,3 +321,28 @@ def test_activation_memory_counts_what_alg1_keeps_and_alg2_and_checkpointing_do_
     # Alg. 1 keeps every one of the 6 steps' activations; Alg. 2 one step's; checkpointing only step inputs.
     assert 4 < alg1 / alg2 < 8
     assert alg1_ckpt < alg2 < alg1
+
+
+def test_augmented_views_transform_both_images_alike():
+    from dclip.losses import augment_pairs
+
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    g, r = augment_pairs(x, x.clone(), views=5, generator=torch.Generator().manual_seed(1))
+    assert g.shape == (10, 3, 8, 8) and torch.equal(g, r)  # the same shift and flip for the pair
+    assert not torch.equal(g[:2], g[2:4]) or not torch.equal(g[2:4], g[4:6])  # views differ
+    # a directional loss over views is still 0 for an edit that moves exactly along Delta T
+    clip = FakeCLIP(linear=True)
+    x_ref = torch.zeros(1, 3, 4, 8)
+    x_gen = x_ref.clone()
+    x_gen[:, 0] = 1.0  # every pixel of channel 0 moves by +1: E_I changes by (1, ..., 1) whatever the view
+    d = torch.ones(8)
+    views = augment_pairs(x_gen, x_ref, views=3, shift=1)
+    assert directional_clip_loss(clip, *views, d).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_finetuning_works_when_called_under_no_grad(base, images):
+    lat = precompute_latents(base, images, 300, 2, cache_dir=None, progress=False)
+    cfg = FinetuneConfig("a", "b", t0=300, S_gen=2, lr=1e-3, epochs=1, batch_size=2)
+    with torch.no_grad():
+        result = finetune(base, FakeCLIP(), lat, cfg, progress=False)
+    assert fingerprint(result.model) != fingerprint(base)
