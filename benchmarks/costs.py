@@ -48,6 +48,14 @@ class RandomCLIP:
         return torch.nn.functional.normalize(torch.randn(len(texts), 16, generator=g), dim=-1)
 
 
+def cpu_name() -> str:
+    try:
+        lines = open("/proc/cpuinfo").read().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "CPU"
+
+
 def build(arch: str, device: torch.device) -> DiffusionModel:
     cfg = load_config("tinyfaces")["unet"] if arch == "tiny" else DIFFUSION_MODELS["celeba-hq-sdedit"]["unet"]
     torch.manual_seed(0)
@@ -67,7 +75,7 @@ def main() -> None:
     clip = RandomCLIP(device)
     s = model.image_size
     x0 = (torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(device)
-    hardware = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or 'CPU'}, "
+    hardware = torch.cuda.get_device_name() if device.type == "cuda" else f"{cpu_name()}, "
     if device.type == "cpu":
         hardware += f"{torch.get_num_threads()} torch threads"
     print(f"{a.arch} UNet ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, {s}x{s}) on {hardware}")

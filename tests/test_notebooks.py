@@ -18,9 +18,29 @@ def source(cell: dict) -> str:
     return "".join(cell["source"])
 
 
-def test_the_course_has_its_first_chapters():
+def test_the_course_has_every_chapter():
     names = [p.stem for p in NOTEBOOKS]
-    assert names[:4] == ["00_setup_and_tour", "01_ddpm", "02_ddim_and_the_ode", "03_ddim_inversion"]
+    assert names == [
+        "00_setup_and_tour",
+        "01_ddpm",
+        "02_ddim_and_the_ode",
+        "03_ddim_inversion",
+        "04_clip_guidance",
+        "05_finetuning",
+        "06_manipulation_and_evaluation",
+        "07_translation_and_strokes",
+        "08_noise_combination",
+        "09_hyperparameters",
+    ]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_widget_cells_ignore_their_output_and_checked_cells_exist(path):
+    code = [source(x) for x in cells(path) if x["cell_type"] == "code"]
+    for src in code:
+        if "_widget(" in src:
+            assert "NBVAL_IGNORE_OUTPUT" in src, src[:80]
+    assert any("NBVAL_CHECK_OUTPUT" in src for src in code), "every chapter checks at least one printed number"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
