@@ -80,3 +80,13 @@ def sample_photos() -> dict[str, np.ndarray]:
     from skimage import data
 
     return {"astronaut": data.astronaut(), "cat": data.chelsea(), "coffee": data.coffee()}
+
+
+def stroke_painting(images: torch.Tensor, blocks: int = 16, levels: int = 4) -> torch.Tensor:
+    """A crude "stroke painting" of [-1, 1] images for Alg. 4 on real photographs: average colours over a
+    ``blocks`` x ``blocks`` grid, quantised to ``levels`` values per channel, enlarged back without smoothing."""
+    if images.dim() != 4 or images.shape[-1] % blocks or images.shape[-2] % blocks:
+        raise ValueError(f"images (N, 3, H, W) with H and W divisible by blocks={blocks}, got {tuple(images.shape)}")
+    small = torch.nn.functional.adaptive_avg_pool2d(images.float(), blocks)
+    small = torch.round((small + 1) / 2 * (levels - 1)) / (levels - 1) * 2 - 1
+    return torch.nn.functional.interpolate(small, size=images.shape[-2:], mode="nearest")

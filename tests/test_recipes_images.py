@@ -79,3 +79,14 @@ def test_to_pil_inverts_load_image(tmp_path):
     assert (back - x).abs().max() < 1e-6
     paths = dclip.save_images(x, tmp_path / "out")
     assert paths[0].exists() and Image.open(paths[0]).size == (64, 64)
+
+
+def test_stroke_painting_is_blocky_and_quantised():
+    from dclip.images import stroke_painting
+
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    s = stroke_painting(x, blocks=8, levels=3)
+    assert s.shape == x.shape and set(s.unique().tolist()) <= {-1.0, 0.0, 1.0}
+    assert torch.equal(s[..., :4, :4], s[..., :1, :1].expand(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="divisible"):
+        stroke_painting(x, blocks=5)
