@@ -11,7 +11,9 @@ import copy
 import functools
 import hashlib
 import json
+import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -83,6 +85,19 @@ def precompute_latents(
     return latents
 
 
+PRECISIONS = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype of the forward passes: float32 off CUDA; on CUDA "auto" is bf16 where the GPU supports it (Ampere
+    and later) and fp16 elsewhere (a T4), which :func:`finetune` pairs with loss scaling."""
+    if device.type != "cuda":
+        return torch.float32
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
+    return PRECISIONS[precision]
+
+
 @dataclass
 class FinetuneConfig:
     """The settings of one fine-tuning run (Eq. 10, Alg. 1/2). Defaults are the paper's."""
@@ -103,6 +118,7 @@ class FinetuneConfig:
     checkpoint: bool = True  # Alg. 1: recompute each step's activations in backward (memory flat in S_gen)
     templates: tuple[str, ...] = ("{}",)
     clip_views: int = 0  # > 0: average L_direction over this many shifted/flipped views (augment_pairs)
+    precision: str = "auto"  # CUDA forward passes: "auto" (bf16 where supported, else fp16), "bf16", "fp16", "fp32"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -111,6 +127,8 @@ class FinetuneConfig:
         for name in ("epochs", "batch_size", "S_gen", "lr_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}: use one of {sorted(PRECISIONS)}")
         if not self.target.strip() or not self.reference.strip():
             raise ValueError(f"target and reference texts must be non-empty, got {self.target!r}, {self.reference!r}")
 
@@ -177,7 +195,7 @@ def finetune(
     Alg. 2: at every reverse step, Eq. 10 on the predicted x0 (Eq. 6) and an Adam step; the chain goes on
     from the detached next state. Adam with ``lr``, multiplied by ``lr_gamma`` every ``lr_every`` steps.
     ``init`` resumes from an earlier fine-tuned model (:func:`load_finetuned`). On CUDA the forward passes run
-    under bf16 autocast.
+    under autocast (``cfg.precision``; fp16 with a gradient scaler), the weights and optimizer stay float32.
     """
     if latents.t0 != cfg.t0:
         raise ValueError(f"the latents were inverted to t0={latents.t0} but the config asks t0={cfg.t0}")
@@ -191,7 +209,9 @@ def finetune(
     pairs = generation_pairs(cfg.S_gen, cfg.t0, model.schedule.T)
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
-    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    dtype = autocast_dtype(cfg.precision, device)
+    autocast = torch.autocast(device_type="cuda", dtype=dtype, enabled=dtype != torch.float32)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     n_batches = -(-len(latents) // cfg.batch_size)
     steps_per_batch = 1 if cfg.algorithm == 1 else len(pairs)
     bar = tqdm(
@@ -203,10 +223,13 @@ def finetune(
 
     def step(loss: torch.Tensor, terms: dict, epoch: int) -> None:
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         entry = {**terms, "lr": opt.param_groups[0]["lr"], "epoch": epoch}
-        sched.step()
+        with warnings.catch_warnings():  # fp16: the scaler skips steps whose gradients overflowed, on purpose
+            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
+            sched.step()
         history.append(entry)
         bar.update(1)
         bar.set_postfix(loss=f"{terms['loss']:.3f}", dir=f"{terms['direction']:.3f}", id=f"{terms['identity']:.3f}")

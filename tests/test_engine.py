@@ -9,6 +9,7 @@ from dclip.ddim import reconstruct
 from dclip.editing import combine, manipulate, to_pretrained_domain, transition, translate
 from dclip.finetune import (
     FinetuneConfig,
+    autocast_dtype,
     finetune,
     fingerprint,
     load_finetuned,
@@ -223,6 +224,9 @@ def test_bad_settings_are_clear_errors(base, images):
         FinetuneConfig("a", "b", t0=300, algorithm=3)
     with pytest.raises(ValueError, match="non-empty"):
         FinetuneConfig("", "face", t0=300)
+    with pytest.raises(ValueError, match="precision='fp8'"):
+        FinetuneConfig("a", "b", t0=300, precision="fp8")
+    assert autocast_dtype("auto", torch.device("cpu")) == torch.float32  # mixed precision is CUDA-only
 
 
 def test_config_from_a_recipe():
