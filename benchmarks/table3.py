@@ -2,6 +2,7 @@
 
     python benchmarks/table3.py                       # 64 held-out faces, 3 in-domain + 2 out-of-domain edits
     python benchmarks/table3.py --n 16 --recipes angry zombie
+    python benchmarks/table3.py --figure table3.png   # also bar charts of success and others kept
 
 Every method uses the same pretrained tiny DDPM, the same latents (S_for = 40) and the same loss (Eq. 10):
 DiffusionCLIP (fine-tuned by the profile's settings, Alg. 1, then Alg. 3 with S_gen = 6), latent optimisation
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
@@ -50,12 +52,14 @@ def main() -> None:
     p.add_argument("--lo-steps", type=int, default=10, help="latent optimisation: Adam steps")
     p.add_argument("--lo-lr", type=float, default=0.05, help="latent optimisation: learning rate")
     p.add_argument("--guidance", type=float, default=20.0, help="CLIP-guided sampling: scale")
+    p.add_argument("--figure", type=Path, default=None, help="save PNG bar charts of success and others kept")
     a = p.parse_args()
     torch.manual_seed(0)
     pipe = DiffusionCLIP.from_profile(dclip.profile("tiny"))
     x0 = make_faces(a.n, seed=200, split="in-domain").images
     print("| edit | domain | method | S_dir | identity | success (before) | others kept | SC | seconds |")
     print("|---|---|---|---|---|---|---|---|---|")
+    scores: dict[str, dict[str, dict]] = {}
     for name in a.recipes:
         r = pipe.recipe(name)
         attribute, value = RECIPE_TARGETS[name]
@@ -69,12 +73,28 @@ def main() -> None:
                 x = edit_with(method, pipe, r, x0, x_t0, d, tuned, a).clamp(-1, 1)
             seconds = time.perf_counter() - start
             m = manipulation_metrics(pipe.clip, x0, x, r.target, r.reference, (attribute, value))
+            scores.setdefault(f"{name} ({domain})", {})[method] = m
             print(
                 f"| {r.target} (t0={r.t0}) | {domain} | {method} | {m['s_dir']:.3f} | {m['identity']:.3f} | "
                 f"{m['success']:.2f} ({m['success_before']:.2f}) | {m['others_kept']:.2f} | "
                 f"{m['segmentation_consistency']:.3f} | {seconds:.1f} |",
                 flush=True,
             )
+    if a.figure:
+        figure(scores, a.n).savefig(a.figure, dpi=90)
+
+
+def figure(scores: dict[str, dict[str, dict]], n: int):
+    """Two panels of grouped bars: the judge's success and others-kept, per edit and method."""
+    import matplotlib.pyplot as plt
+
+    from dclip.plotting import plot_bars
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, key, label in ((axes[0], "success", "target attribute present"), (axes[1], "others_kept", "others kept")):
+        values = {edit: {meth: m[key] for meth, m in by.items()} for edit, by in scores.items()}
+        plot_bars(values, f"Table 3 analogue: {label} ({n} faces)", "fraction of faces (judge)", ax=ax)
+    return fig
 
 
 if __name__ == "__main__":

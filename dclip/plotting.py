@@ -76,3 +76,29 @@ def plot_matrix(
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     return fig
+
+
+def plot_bars(
+    values: dict[str, dict[str, float]],
+    title: str = "",
+    ylabel: str = "",
+    logy: bool = False,
+    ax: plt.Axes | None = None,
+) -> plt.Figure:
+    """Grouped bars: ``values[group][series]``, one cluster per group, one colour (and legend entry) per series."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.4 * len(values) + 2.5, 3.5))
+    series = list(dict.fromkeys(s for bars in values.values() for s in bars))
+    width = 0.8 / len(series)
+    for i, name in enumerate(series):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(values))]
+        ax.bar(xs, [bars.get(name, float("nan")) for bars in values.values()], width, label=name)
+    ax.set_xticks(range(len(values)), list(values), rotation=20, ha="right", fontsize=8)
+    ax.set(title=title, ylabel=ylabel)
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3, axis="y")
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    ax.figure.tight_layout()
+    return ax.figure

@@ -64,7 +64,11 @@ def test_finetune_on_cuda_lowers_the_directional_loss_in_each_precision(faces, m
 def test_alg2_and_checkpointing_take_less_gpu_memory_than_plain_alg1(faces, model, clip):
     one = precompute_latents(model, faces[:1], 500, 20, cache_dir=None, progress=False)
     peak = {}
-    for name, kw in (("alg1", dict(checkpoint=False)), ("alg1+ckpt", dict(checkpoint=True)), ("alg2", dict(algorithm=2))):
+    for name, kw in (
+        ("alg1", dict(checkpoint=False)),
+        ("alg1+ckpt", dict(checkpoint=True)),
+        ("alg2", dict(algorithm=2)),
+    ):
         cfg = FinetuneConfig("angry face", "face", t0=500, S_gen=6, epochs=1, precision="fp32", **kw)
         peak[name] = measure(lambda c=cfg: finetune(model, clip, one, c, progress=False), CUDA).cuda_peak_bytes
     assert peak["alg2"] < peak["alg1"] and peak["alg1+ckpt"] < peak["alg1"]
