@@ -33,6 +33,7 @@ def main() -> None:
     p.add_argument("--recipe", default="angry", choices=sorted(EXPECTED))
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--lr-every", type=int, default=50, help="multiply the lr by 1.2 every this many optimizer steps")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--algorithm", type=int, default=1)
     p.add_argument("--lambda-l1", type=float, default=None, help="default: the recipe's")
@@ -56,6 +57,7 @@ def main() -> None:
     cfg = FinetuneConfig.from_recipe(
         recipe,
         lr=a.lr,
+        lr_every=a.lr_every,
         epochs=a.epochs,
         batch_size=a.batch,
         algorithm=a.algorithm,

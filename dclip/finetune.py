@@ -113,7 +113,7 @@ class FinetuneConfig:
     batch_size: int = 1
     lr: float = 4e-6
     lr_gamma: float = 1.2  # the learning rate is multiplied by lr_gamma ...
-    lr_every: int = 50  # ... every lr_every iterations
+    lr_every: int = 50  # ... every lr_every iterations (batches; Alg. 2's S_gen steps on a batch are one)
     algorithm: int = 1  # 1: backpropagate through all S_gen steps; 2: one step per reverse step (GPU-efficient)
     checkpoint: bool = True  # Alg. 1: recompute each step's activations in backward (memory flat in S_gen)
     templates: tuple[str, ...] = ("{}",)
@@ -193,7 +193,8 @@ def finetune(
     Alg. 1: reverse DDIM in ``S_gen`` steps from each latent through the trainable model, keeping the graph
     (the UNet is shared across steps like a recurrent net), Eq. 10 on the final image, one Adam step.
     Alg. 2: at every reverse step, Eq. 10 on the predicted x0 (Eq. 6) and an Adam step; the chain goes on
-    from the detached next state. Adam with ``lr``, multiplied by ``lr_gamma`` every ``lr_every`` steps.
+    from the detached next state. Adam with ``lr``, multiplied by ``lr_gamma`` every ``lr_every`` iterations
+    (batches), so both algorithms follow the same schedule per image seen.
     ``init`` resumes from an earlier fine-tuned model (:func:`load_finetuned`). On CUDA the forward passes run
     under autocast (``cfg.precision``; fp16 with a gradient scaler), the weights and optimizer stay float32.
     """
@@ -227,9 +228,6 @@ def finetune(
         scaler.step(opt)
         scaler.update()
         entry = {**terms, "lr": opt.param_groups[0]["lr"], "epoch": epoch}
-        with warnings.catch_warnings():  # fp16: the scaler skips steps whose gradients overflowed, on purpose
-            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
-            sched.step()
         history.append(entry)
         bar.update(1)
         bar.set_postfix(loss=f"{terms['loss']:.3f}", dir=f"{terms['direction']:.3f}", id=f"{terms['identity']:.3f}")
@@ -256,6 +254,9 @@ def finetune(
                             loss_terms = objective(clip, x0_pred.float(), x0, delta_t, cfg, identity)
                         step(*loss_terms, epoch)
                         x = x_next.detach().float()
+                with warnings.catch_warnings():  # fp16: the scaler skips steps whose gradients overflowed, on purpose
+                    warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
+                    sched.step()  # once per iteration (batch), also for Alg. 2's S_gen steps on it
     bar.close()
     tuned.eval().requires_grad_(False)
     return FinetuneResult(tuned, cfg, history, base, time.perf_counter() - start)

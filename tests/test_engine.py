@@ -182,11 +182,15 @@ def test_finetuning_is_seeded_and_checkpointing_changes_nothing(base, images):
         assert torch.allclose(p, q, atol=1e-5)
 
 
-def test_learning_rate_grows_by_gamma_every_n_steps(base, images):
+def test_learning_rate_grows_by_gamma_every_n_iterations(base, images):
     lat = precompute_latents(base, images, 300, 2, cache_dir=None, progress=False)
     cfg = FinetuneConfig("a", "b", t0=300, S_gen=2, lr=1e-5, lr_gamma=1.2, lr_every=2, epochs=3, batch_size=2)
     lrs = [h["lr"] for h in finetune(base, FakeCLIP(), lat, cfg, progress=False).history]
     assert lrs == pytest.approx([1e-5, 1e-5, 1.2e-5, 1.2e-5, 1.44e-5, 1.44e-5])
+    # Alg. 2 takes S_gen optimizer steps per batch; the schedule still counts batches (iterations)
+    cfg2 = FinetuneConfig("a", "b", t0=300, S_gen=2, lr=1e-5, lr_every=2, epochs=2, batch_size=2, algorithm=2)
+    lrs2 = [h["lr"] for h in finetune(base, FakeCLIP(), lat, cfg2, progress=False).history]
+    assert lrs2 == pytest.approx([1e-5] * 4 + [1.2e-5] * 4)
 
 
 def test_callback_sees_every_step(base, images):
