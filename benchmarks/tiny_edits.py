@@ -22,10 +22,11 @@ import torch
 import dclip
 from dclip.editing import manipulate
 from dclip.finetune import FinetuneConfig, finetune, precompute_latents
-from dclip.losses import directional_similarity, lowpass_identity, text_direction
+from dclip.losses import directional_similarity, lowpass_identity, structure_identity, text_direction
 from dclip.metrics import judge_edit
 from dclip.tinyworld.faces import make_faces
 from dclip.tinyworld.judge import RECIPE_TARGETS as EXPECTED
+from dclip.tinyworld.judge import judge_faces, load_judge
 
 
 def main() -> None:
@@ -43,6 +44,7 @@ def main() -> None:
     p.add_argument("--views", type=int, default=4, help="augmented views in the CLIP loss")
     p.add_argument("--n", type=int, default=32, help="number of training latents N")
     p.add_argument("--t0", type=int, default=None, help="default: the recipe's")
+    p.add_argument("--identity", default="lowpass", choices=["lowpass", "structure"], help="identity stand-in")
     p.add_argument("--id-size", type=int, default=16, help="resolution of the low-pass identity stand-in")
     p.add_argument("--templates", default="{}", help="prompt templates for Delta T, separated by '|'")
     p.add_argument("--device", default="cpu", help="cpu (the figures in docs/results.md) or cuda")
@@ -72,7 +74,8 @@ def main() -> None:
     start = time.perf_counter()
     latents = precompute_latents(base, train, recipe.t0, 40, cache_dir=None, progress=False)
     t_pre = time.perf_counter() - start
-    result = finetune(base, clip, latents, cfg, identity=partial(lowpass_identity, size=a.id_size), progress=False)
+    identity = partial(lowpass_identity, size=a.id_size) if a.identity == "lowpass" else structure_identity
+    result = finetune(base, clip, latents, cfg, identity=identity, progress=False)
     test_latents = precompute_latents(base, test, recipe.t0, 40, cache_dir=None, progress=False)
     with torch.no_grad():
         x_t0 = test_latents.x_t0.to(a.device)
@@ -84,11 +87,10 @@ def main() -> None:
     rec, edit = rec.cpu(), edit.cpu()
     scores = judge_edit(test, edit, *EXPECTED[a.recipe])
     ceiling = judge_edit(test, rec, *EXPECTED[a.recipe])
-    from dclip.tinyworld.judge import judge_faces, load_judge
-
-    b, e = judge_faces(load_judge(), test)["beard"], judge_faces(load_judge(), edit)["beard"]
-    print("beard added", int(((b == 0) & (e == 1)).sum()), "removed", int(((b == 1) & (e == 0)).sum()))
-    print({k: round(v, 2) for k, v in scores.items() if k.startswith("kept_")})
+    beard_before, beard_after = (judge_faces(load_judge(), x)["beard"] for x in (test, edit))
+    added, removed = ((beard_before == 0) & (beard_after == 1)).sum(), ((beard_before == 1) & (beard_after == 0)).sum()
+    print("each attribute kept:", {k[5:]: round(v, 2) for k, v in scores.items() if k.startswith("kept_")})
+    print(f"beards added: {int(added)}, removed: {int(removed)}")
     print(f"the reconstruction alone keeps the other attributes of {ceiling['others_kept']:.2f} of the faces")
     print(
         "| recipe | Alg. | lr | epochs | batch | fine-tune s | success (before) | others kept | SC "

@@ -4,7 +4,7 @@ import functools
 
 import pytest
 import torch
-from test_engine import FakeCLIP, small_model
+from fakes import FakeCLIP, small_model
 
 from dclip.baselines import clip_guided_sampling, latent_optimization, pixel_optimization, sdedit
 from dclip.ddim import ddim_generate
@@ -12,16 +12,6 @@ from dclip.finetune import FinetuneConfig, finetune_or_load, fingerprint, precom
 from dclip.losses import directional_clip_loss, lowpass_identity, text_direction
 from dclip.metrics import identity_similarity, manipulation_metrics
 from dclip.widgets import CombinationExplorer, FinetuneMonitor
-
-
-@pytest.fixture(scope="module")
-def base():
-    return small_model()
-
-
-@pytest.fixture(scope="module")
-def images():
-    return torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 1.6 - 0.8
 
 
 @pytest.fixture(scope="module")

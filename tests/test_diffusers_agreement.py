@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from diffusers import DDIMInverseScheduler, DDIMScheduler, UNet2DModel
+from diffusers import DDIMInverseScheduler, DDIMScheduler
+from fakes import small_unet
 
 from dclip.ddim import ddim_generate, ddim_invert
 
@@ -20,15 +21,7 @@ CONFIG = dict(
 
 @pytest.fixture(scope="module")
 def unet():
-    torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=16,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        norm_num_groups=8,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    ).eval()
+    return small_unet()
 
 
 def eps_of(unet):

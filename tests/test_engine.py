@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from diffusers import UNet2DModel
+from fakes import FakeCLIP, small_model
 from torch.nn import functional as F
 
 from dclip.ddim import reconstruct
@@ -22,55 +22,9 @@ from dclip.losses import (
     global_clip_loss,
     identity_loss,
     lowpass_identity,
+    structure_identity,
     text_direction,
 )
-from dclip.models import DiffusionModel
-from dclip.schedule import Schedule
-
-
-class FakeCLIP:
-    """A duck-typed CLIP: a fixed random conv encoder for images, a lookup table for texts (dimension 8)."""
-
-    def __init__(self, linear: bool = False):
-        torch.manual_seed(0)
-        self.net = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.Tanh(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
-        ).requires_grad_(False)
-        self.linear = linear
-        self.table: dict[str, torch.Tensor] = {}
-
-    def encode_image(self, x):
-        return x[:, 0, 0, :8] if self.linear else F.normalize(self.net(x), dim=-1)
-
-    def encode_text(self, texts):
-        for t in texts:
-            if t not in self.table:
-                self.table[t] = F.normalize(torch.randn(8, generator=torch.Generator().manual_seed(len(t))), dim=0)
-        return torch.stack([self.table[t] for t in texts])
-
-
-def small_model(seed: int = 0) -> DiffusionModel:
-    torch.manual_seed(seed)
-    unet = UNet2DModel(
-        sample_size=16,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        norm_num_groups=8,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    )
-    return DiffusionModel(unet, Schedule.linear(), 16, f"small-{seed}").eval().requires_grad_(False)
-
-
-@pytest.fixture(scope="module")
-def base():
-    return small_model()
-
-
-@pytest.fixture(scope="module")
-def images():
-    return torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 1.6 - 0.8
-
 
 # --- losses -----------------------------------------------------------------------------------------------
 
@@ -123,6 +77,23 @@ def test_lowpass_identity_ignores_fine_detail_but_not_layout():
     shifted = x0.clone()
     shifted[..., :16] = 0.5
     assert lowpass_identity(shifted, x0).item() > 0.1
+
+
+def test_structure_identity_allows_recolouring_but_not_new_shapes():
+    x0 = torch.full((1, 3, 32, 32), -0.5)
+    x0[..., 8:24, 8:24] = 0.5  # a light square (a face) on a dark background
+    recoloured = x0.clone()
+    recoloured[:, 1, 8:24, 8:24] = 0.9  # the same square, greener
+    beard = x0.clone()
+    beard[..., 18:24, 12:20] = -0.8  # a dark patch inside it
+    assert structure_identity(x0, x0).item() == pytest.approx(0.0, abs=1e-6)
+    assert structure_identity(recoloured, x0).item() < 0.01
+    assert structure_identity(beard, x0).item() > 0.05
+    # relative to the new shape, the recolouring costs 20x less here and only 6x less under the low-pass term
+    assert structure_identity(recoloured, x0) < structure_identity(beard, x0) / 15
+    assert lowpass_identity(recoloured, x0) > lowpass_identity(beard, x0) / 8
+    with pytest.raises(ValueError, match="same shape"):
+        structure_identity(x0[..., :16], x0)
 
 
 # --- fine-tuning -----------------------------------------------------------------------------------------
