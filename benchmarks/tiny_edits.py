@@ -22,7 +22,7 @@ import torch
 import dclip
 from dclip.editing import manipulate
 from dclip.finetune import FinetuneConfig, finetune, precompute_latents
-from dclip.losses import directional_similarity, lowpass_identity, structure_identity, text_direction
+from dclip.losses import directional_similarity, lowpass_identity, text_direction
 from dclip.metrics import judge_edit
 from dclip.tinyworld.faces import make_faces
 from dclip.tinyworld.judge import RECIPE_TARGETS as EXPECTED
@@ -44,7 +44,6 @@ def main() -> None:
     p.add_argument("--views", type=int, default=4, help="augmented views in the CLIP loss")
     p.add_argument("--n", type=int, default=32, help="number of training latents N")
     p.add_argument("--t0", type=int, default=None, help="default: the recipe's")
-    p.add_argument("--identity", default="lowpass", choices=["lowpass", "structure"], help="identity stand-in")
     p.add_argument("--id-size", type=int, default=16, help="resolution of the low-pass identity stand-in")
     p.add_argument("--templates", default="{}", help="prompt templates for Delta T, separated by '|'")
     p.add_argument("--device", default="cpu", help="cpu (the figures in docs/results.md) or cuda")
@@ -74,8 +73,7 @@ def main() -> None:
     start = time.perf_counter()
     latents = precompute_latents(base, train, recipe.t0, 40, cache_dir=None, progress=False)
     t_pre = time.perf_counter() - start
-    identity = partial(lowpass_identity, size=a.id_size) if a.identity == "lowpass" else structure_identity
-    result = finetune(base, clip, latents, cfg, identity=identity, progress=False)
+    result = finetune(base, clip, latents, cfg, identity=partial(lowpass_identity, size=a.id_size), progress=False)
     test_latents = precompute_latents(base, test, recipe.t0, 40, cache_dir=None, progress=False)
     with torch.no_grad():
         x_t0 = test_latents.x_t0.to(a.device)

@@ -109,30 +109,6 @@ def lowpass_identity(x_gen: torch.Tensor, x0: torch.Tensor, size: int = 16) -> t
     return (F.adaptive_avg_pool2d(x_gen, size) - F.adaptive_avg_pool2d(x0, size)).square().flatten(1).mean(1)
 
 
-def structure_identity(x_gen: torch.Tensor, x0: torch.Tensor, window: int = 5, sigma: float = 1.0) -> torch.Tensor:
-    """A second tiny-world STAND-IN for a face-recognition identity loss: ``1 - cs``, the contrast-structure term
-    of SSIM (the luminance term left out) on the images' luminance, averaged over Gaussian windows. It is blind to
-    a change of a region's brightness or colour (the edit of skin or hair colour that it must allow) and sees
-    shapes that move, appear or vanish (a beard, a mouth, the outline of the face). Like
-    :func:`lowpass_identity` it uses neither the guiding CLIP nor the judge. Returns (N,)."""
-    if x_gen.shape != x0.shape:
-        raise ValueError(f"x_gen {tuple(x_gen.shape)} and x0 {tuple(x0.shape)} must have the same shape")
-    rgb_to_luma = torch.tensor([0.299, 0.587, 0.114], device=x0.device, dtype=x0.dtype)[None, :, None, None]
-    a, b = (x_gen * rgb_to_luma).sum(1, keepdim=True), (x0 * rgb_to_luma).sum(1, keepdim=True)
-    g = torch.exp(-((torch.arange(window, device=x0.device, dtype=x0.dtype) - window // 2) ** 2) / (2 * sigma**2))
-    kernel = (g[:, None] * g[None, :] / g.sum() ** 2)[None, None]
-
-    def blur(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.pad(x, [window // 2] * 4, mode="replicate"), kernel)
-
-    mu_a, mu_b = blur(a), blur(b)
-    var_a, var_b = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    c2 = (0.03 * 2) ** 2  # SSIM's C2 for a dynamic range of 2 ([-1, 1])
-    cs = (2 * cov + c2) / (var_a + var_b + c2)
-    return 1 - cs.flatten(1).mean(1)
-
-
 def face_identity(device: str | torch.device | None = None) -> IdentityTerm:
     """A face-recognition identity term ``1 - cos(R(x_gen), R(x0))`` (the paper uses ArcFace), from the
     ``facenet-pytorch`` package (InceptionResnetV1, VGGFace2). Raises a clear error where it is not installed."""
