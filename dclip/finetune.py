@@ -23,7 +23,14 @@ from tqdm.auto import tqdm
 
 from dclip.clip import CLIP
 from dclip.ddim import ddim_generate, ddim_invert, ddim_step, generation_pairs
-from dclip.losses import IdentityTerm, augment_pairs, directional_clip_loss, identity_loss, text_direction
+from dclip.losses import (
+    DIRECTION_FORMS,
+    IdentityTerm,
+    augment_pairs,
+    directional_clip_loss,
+    identity_loss,
+    text_direction,
+)
 from dclip.models import DiffusionModel
 
 DEFAULT_CACHE = Path.home() / ".cache" / "dclip" / "latents"
@@ -109,6 +116,7 @@ class FinetuneConfig:
     lambda_l1: float = 0.3
     lambda_id: float = 0.0
     lambda_clip: float = 1.0
+    direction_form: str = "cosine"  # "cosine" (Eq. 9) or "log": the authors' code, -log((1 + cos) / 2)
     epochs: int = 1
     batch_size: int = 1
     lr: float = 4e-6
@@ -127,6 +135,8 @@ class FinetuneConfig:
         for name in ("epochs", "batch_size", "S_gen", "lr_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.direction_form not in DIRECTION_FORMS:
+            raise ValueError(f"direction_form={self.direction_form!r}: use one of {sorted(DIRECTION_FORMS)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r}: use one of {sorted(PRECISIONS)}")
         if not self.target.strip() or not self.reference.strip():
@@ -170,9 +180,9 @@ def objective(
     """Eq. 10: ``lambda_clip * L_direction + L_id`` (Eq. 9 and 11) on generated images; returns (loss, terms).
     With ``cfg.clip_views > 0`` the directional loss is averaged over augmented views (:func:`augment_pairs`)."""
     if cfg.clip_views > 0:
-        l_dir = directional_clip_loss(clip, *augment_pairs(x_gen, x0, cfg.clip_views), delta_t)
+        l_dir = directional_clip_loss(clip, *augment_pairs(x_gen, x0, cfg.clip_views), delta_t, form=cfg.direction_form)
     else:
-        l_dir = directional_clip_loss(clip, x_gen, x0, delta_t)
+        l_dir = directional_clip_loss(clip, x_gen, x0, delta_t, form=cfg.direction_form)
     l_id = identity_loss(x_gen, x0, cfg.lambda_l1, cfg.lambda_id, identity)
     loss = cfg.lambda_clip * l_dir + l_id
     return loss, {"loss": loss.item(), "direction": l_dir.item(), "identity": l_id.item()}

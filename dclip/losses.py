@@ -48,11 +48,28 @@ def directional_similarity(
     return _reduce(F.cosine_similarity(delta_i, delta_t.to(delta_i)[None], dim=-1), reduction)
 
 
+#: The forms of the directional loss as a function of ``cos = cos(Delta I, Delta T)``: the paper's Eq. 9 and the
+#: authors' code, which trains on ``-log((1 + cos) / 2)`` (also 0 at cos = 1; its pull weakens as cos grows).
+DIRECTION_FORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "cosine": lambda cos: 1 - cos,
+    "log": lambda cos: -torch.log((1 + cos).clamp_min(1e-6) / 2),
+}
+
+
 def directional_clip_loss(
-    clip: CLIP, x_gen: torch.Tensor, x_ref: torch.Tensor, delta_t: torch.Tensor, reduction: str = "mean"
+    clip: CLIP,
+    x_gen: torch.Tensor,
+    x_ref: torch.Tensor,
+    delta_t: torch.Tensor,
+    reduction: str = "mean",
+    form: str = "cosine",
 ) -> torch.Tensor:
-    """Directional CLIP loss (Eq. 9): ``1 - cos(Delta I, Delta T)``."""
-    return 1 - directional_similarity(clip, x_gen, x_ref, delta_t, reduction)
+    """Directional CLIP loss (Eq. 9): ``1 - cos(Delta I, Delta T)``; ``form="log"`` gives the authors' code's
+    ``-log((1 + cos) / 2)`` (:data:`DIRECTION_FORMS`)."""
+    if form not in DIRECTION_FORMS:
+        raise ValueError(f"unknown form {form!r} of the directional loss; use one of {sorted(DIRECTION_FORMS)}")
+    cos = directional_similarity(clip, x_gen, x_ref, delta_t, reduction="none")
+    return _reduce(DIRECTION_FORMS[form](cos), reduction)
 
 
 def augment_pairs(

@@ -1,5 +1,7 @@
 """The DiffusionCLIP engine on small models: losses (Eq. 8-11, 30), fine-tuning (Alg. 1, 2), editing (Alg. 3-5)."""
 
+import math
+
 import pytest
 import torch
 from fakes import FakeCLIP, small_model
@@ -39,6 +41,21 @@ def test_directional_similarity_is_the_cosine_of_eq30():
     assert directional_similarity(clip, against, x_ref, delta_t).item() == pytest.approx(-1.0, abs=1e-5)
     assert directional_clip_loss(clip, against, x_ref, delta_t).item() == pytest.approx(2.0, abs=1e-5)
     assert directional_clip_loss(clip, along, x_ref, delta_t, reduction="none").shape == (2,)
+
+
+def test_the_log_form_of_the_directional_loss_is_the_authors_codes():
+    clip = FakeCLIP(linear=True)
+    x_ref = torch.rand(2, 3, 4, 8)
+    delta_t = torch.randn(8)
+    along, across = x_ref.clone(), x_ref.clone()
+    along[:, 0, 0, :8] += 0.5 * delta_t
+    across[:, 0, 0, :8] += torch.linalg.svd(torch.stack([delta_t, torch.randn(8)]))[2][-1]  # orthogonal: cos = 0
+    assert directional_similarity(clip, across, x_ref, delta_t).item() == pytest.approx(0.0, abs=1e-5)
+    assert directional_clip_loss(clip, along, x_ref, delta_t, form="log").item() == pytest.approx(0.0, abs=1e-5)
+    loss = directional_clip_loss(clip, across, x_ref, delta_t, form="log")
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-5)  # -log((1 + 0) / 2)
+    with pytest.raises(ValueError, match="unknown form 'square'"):
+        directional_clip_loss(clip, along, x_ref, delta_t, form="square")
 
 
 def test_global_clip_loss_is_the_cosine_distance_of_eq8():
@@ -183,6 +200,8 @@ def test_bad_settings_are_clear_errors(base, images):
         FinetuneConfig("", "face", t0=300)
     with pytest.raises(ValueError, match="precision='fp8'"):
         FinetuneConfig("a", "b", t0=300, precision="fp8")
+    with pytest.raises(ValueError, match="direction_form='square'"):
+        FinetuneConfig("a", "b", t0=300, direction_form="square")
     assert autocast_dtype("auto", torch.device("cpu")) == torch.float32  # mixed precision is CUDA-only
 
 
