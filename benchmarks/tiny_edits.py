@@ -44,6 +44,7 @@ def main() -> None:
     p.add_argument("--direction-form", default="cosine", help="cosine (Eq. 9) or log (the authors' code)")
     p.add_argument("--lambda-clip", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-seed", type=int, default=200, help="seed of the 64 held-out test faces")
     p.add_argument("--views", type=int, default=4, help="augmented views in the CLIP loss")
     p.add_argument("--n", type=int, default=32, help="number of training latents N")
     p.add_argument("--t0", type=int, default=None, help="default: the recipe's")
@@ -74,7 +75,7 @@ def main() -> None:
         **overrides,
     )
     train = make_faces(a.n, seed=100, split="in-domain").images
-    test = make_faces(64, seed=200, split="in-domain").images
+    test = make_faces(64, seed=a.test_seed, split="in-domain").images
     start = time.perf_counter()
     latents = precompute_latents(base, train, recipe.t0, 40, cache_dir=None, progress=False)
     t_pre = time.perf_counter() - start
