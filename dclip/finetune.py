@@ -179,10 +179,8 @@ def objective(
 ) -> tuple[torch.Tensor, dict]:
     """Eq. 10: ``lambda_clip * L_direction + L_id`` (Eq. 9 and 11) on generated images; returns (loss, terms).
     With ``cfg.clip_views > 0`` the directional loss is averaged over augmented views (:func:`augment_pairs`)."""
-    if cfg.clip_views > 0:
-        l_dir = directional_clip_loss(clip, *augment_pairs(x_gen, x0, cfg.clip_views), delta_t, form=cfg.direction_form)
-    else:
-        l_dir = directional_clip_loss(clip, x_gen, x0, delta_t, form=cfg.direction_form)
+    pairs = augment_pairs(x_gen, x0, cfg.clip_views) if cfg.clip_views > 0 else (x_gen, x0)
+    l_dir = directional_clip_loss(clip, *pairs, delta_t, form=cfg.direction_form)
     l_id = identity_loss(x_gen, x0, cfg.lambda_l1, cfg.lambda_id, identity)
     loss = cfg.lambda_clip * l_dir + l_id
     return loss, {"loss": loss.item(), "direction": l_dir.item(), "identity": l_id.item()}

@@ -30,13 +30,18 @@ from dclip.losses import (
 # --- losses -----------------------------------------------------------------------------------------------
 
 
+def _moved_along(x_ref: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """``x_ref`` with ``delta`` added where the linear FakeCLIP reads its 8 features: ``Delta I = delta``."""
+    moved = x_ref.clone()
+    moved[:, 0, 0, :8] += delta
+    return moved
+
+
 def test_directional_similarity_is_the_cosine_of_eq30():
     clip = FakeCLIP(linear=True)
     x_ref = torch.rand(2, 3, 4, 8)
     delta_t = torch.randn(8)
-    along, against = x_ref.clone(), x_ref.clone()
-    along[:, 0, 0, :8] += 0.5 * delta_t
-    against[:, 0, 0, :8] -= 0.5 * delta_t
+    along, against = _moved_along(x_ref, 0.5 * delta_t), _moved_along(x_ref, -0.5 * delta_t)
     assert directional_similarity(clip, along, x_ref, delta_t).item() == pytest.approx(1.0, abs=1e-5)
     assert directional_similarity(clip, against, x_ref, delta_t).item() == pytest.approx(-1.0, abs=1e-5)
     assert directional_clip_loss(clip, against, x_ref, delta_t).item() == pytest.approx(2.0, abs=1e-5)
@@ -47,9 +52,8 @@ def test_the_log_form_of_the_directional_loss_is_the_authors_codes():
     clip = FakeCLIP(linear=True)
     x_ref = torch.rand(2, 3, 4, 8)
     delta_t = torch.randn(8)
-    along, across = x_ref.clone(), x_ref.clone()
-    along[:, 0, 0, :8] += 0.5 * delta_t
-    across[:, 0, 0, :8] += torch.linalg.svd(torch.stack([delta_t, torch.randn(8)]))[2][-1]  # orthogonal: cos = 0
+    along = _moved_along(x_ref, 0.5 * delta_t)
+    across = _moved_along(x_ref, torch.linalg.svd(torch.stack([delta_t, torch.randn(8)]))[2][-1])  # cos = 0
     assert directional_similarity(clip, across, x_ref, delta_t).item() == pytest.approx(0.0, abs=1e-5)
     assert directional_clip_loss(clip, along, x_ref, delta_t, form="log").item() == pytest.approx(0.0, abs=1e-5)
     loss = directional_clip_loss(clip, across, x_ref, delta_t, form="log")
