@@ -41,7 +41,8 @@ def latent_optimization(
     Each of ``steps`` Adam steps backpropagates through the S_gen reverse steps (checkpointed), as Alg. 1 does
     for the weights. Returns the final generated images (no grad)."""
     model.check_images(x0)
-    x = x_t0.detach().clone().requires_grad_(True)
+    x0 = x0.to(model.device)
+    x = x_t0.detach().to(model.device).clone().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
     for _ in tqdm(range(steps), disable=not progress, desc="latent optimization"):
         with torch.enable_grad():
@@ -72,7 +73,7 @@ def clip_guided_sampling(
     are frozen. The ``sqrt(1 - a_t)`` factor fades the guidance out as the noise goes (as in classifier guidance).
     """
     model.check_images(x0)
-    x = x_t0.detach()
+    x0, x = x0.to(model.device), x_t0.detach().to(model.device)
     for t, t_next in tqdm(generation_pairs(S_gen, t0, model.schedule.T), disable=not progress, desc="guided"):
         a_t = float(model.schedule.alpha_bar_at(t))
         with torch.enable_grad():

@@ -58,7 +58,7 @@ class CLIP(nn.Module):
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"encode_image takes (N, 3, H, W) images in [-1, 1], got {tuple(x.shape)}")
-        return F.normalize(self.model.encode_image(self.preprocess(x)), dim=-1)
+        return F.normalize(self.model.encode_image(self.preprocess(x.to(self.mean.device))), dim=-1)
 
     @torch.no_grad()
     def encode_text(self, texts: str | list[str]) -> torch.Tensor:

@@ -115,6 +115,9 @@ def _run(
     desc: str,
     clip_x0: bool = False,
 ) -> torch.Tensor:
+    device = getattr(eps_model, "device", None)
+    if isinstance(device, torch.device):  # latents cached on the CPU, a model on the GPU
+        x = x.to(device)
     with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
         for t, t_next in tqdm(pairs, disable=not progress, desc=desc, leave=False):
             if checkpoint and torch.is_grad_enabled() and eta == 0:

@@ -24,9 +24,10 @@ def _check_pair(base: DiffusionModel, tuned: DiffusionModel) -> None:
 def _latents(
     base: DiffusionModel, images: torch.Tensor | None, x_t0: torch.Tensor | None, t0: int, S_for: int, progress: bool
 ) -> torch.Tensor:
-    """The given latents ``x_t0``, or those of ``images`` by DDIM inversion with the pretrained ``base`` (Eq. 12)."""
+    """The given latents ``x_t0`` (moved to ``base``'s device), or those of ``images`` by DDIM inversion with the
+    pretrained ``base`` (Eq. 12)."""
     if x_t0 is not None:
-        return x_t0
+        return x_t0.to(base.device)
     if images is None:
         raise ValueError("give images to invert, or their latents x_t0")
     base.check_images(images)
@@ -49,9 +50,7 @@ def manipulate(
     ``tuned`` (Eq. 13, S_gen steps). Pass ``x_t0`` to reuse latents; ``eta > 0`` is stochastic manipulation (F.5)."""
     _check_pair(base, tuned)
     x_t0 = _latents(base, images, x_t0, t0, S_for, progress)
-    return ddim_generate(
-        tuned, x_t0.to(tuned.device), tuned.schedule, t0, S_gen, eta=eta, generator=generator, progress=progress
-    )
+    return ddim_generate(tuned, x_t0, tuned.schedule, t0, S_gen, eta=eta, generator=generator, progress=progress)
 
 
 def to_pretrained_domain(

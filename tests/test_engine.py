@@ -1,5 +1,6 @@
 """The DiffusionCLIP engine on small models: losses (Eq. 8-11, 30), fine-tuning (Alg. 1, 2), editing (Alg. 3-5)."""
 
+import copy
 import math
 
 import pytest
@@ -7,7 +8,9 @@ import torch
 from fakes import FakeCLIP, small_model
 from torch.nn import functional as F
 
-from dclip.ddim import reconstruct
+from dclip.baselines import clip_guided_sampling, latent_optimization, sdedit
+from dclip.clip import load_clip
+from dclip.ddim import ddim_generate, ddim_invert, reconstruct
 from dclip.editing import combine, manipulate, to_pretrained_domain, transition, translate
 from dclip.finetune import (
     FinetuneConfig,
@@ -118,7 +121,6 @@ def test_latents_reject_images_of_another_size(base):
 
 
 def _objective_on(model, lat, cfg, clip):
-    from dclip.ddim import ddim_generate
     from dclip.finetune import objective
 
     with torch.no_grad():
@@ -284,6 +286,26 @@ def test_translation_brings_images_into_the_domain_then_edits(base, images):
 def test_editing_rejects_images_of_another_size(base):
     with pytest.raises(ValueError, match=r"takes \(N, 3, 16, 16\)"):
         manipulate(base, base, torch.zeros(1, 3, 32, 32), 300)
+
+
+def test_cpu_tensors_follow_models_on_another_device(base, images):
+    """Latents are cached on the CPU, and a notebook's images may be there too; editing with models on a GPU
+    moves them there. The meta device stands in for the GPU (it runs every op on shapes only)."""
+    meta = copy.deepcopy(base).to("meta")
+    clip = load_clip("tinyclip", device="meta")  # the real wrapper, which resizes any image to its input
+    x_t0 = precompute_latents(base, images, 300, 2, cache_dir=None, progress=False).x_t0
+    d = text_direction(clip, "a", "b")
+    outputs = [
+        ddim_generate(meta, x_t0, meta.schedule, 300, 2),
+        ddim_invert(meta, images, meta.schedule, 300, 2),
+        manipulate(meta, meta, None, 300, S_gen=2, x_t0=x_t0),
+        combine(meta, [meta, meta], [0.5, 0.5], None, 300, S_gen=2, x_t0=x_t0),
+        sdedit(meta, images, 300, 2),
+        clip_guided_sampling(meta, clip, images, x_t0, d, 300, 2),
+        latent_optimization(meta, clip, images, x_t0, d, 300, 2, steps=1),
+    ]
+    assert all(x.device.type == "meta" and x.shape == images.shape for x in outputs)
+    assert clip.encode_image(images).device.type == "meta"
 
 
 # --- cost of the algorithms -------------------------------------------------------------------------------
