@@ -98,6 +98,12 @@ def main() -> None:
     print("each attribute kept:", {k[5:]: round(v, 2) for k, v in scores.items() if k.startswith("kept_")})
     print(f"beards added: {int(added)}, removed: {int(removed)}")
     print(f"the reconstruction alone keeps the other attributes of {ceiling['others_kept']:.2f} of the faces")
+    truth = make_faces(64, seed=a.test_seed, split="in-domain", **dict([EXPECTED[a.recipe]])).images
+    exact = judge_edit(test, truth, *EXPECTED[a.recipe], judge=judge)
+    print(
+        f"the ground-truth edit (the same faces drawn with {EXPECTED[a.recipe][1]} {EXPECTED[a.recipe][0]}) keeps "
+        f"{exact['others_kept']:.2f} by the judge"
+    )
     print(
         "| recipe | Alg. | lr | epochs | batch | fine-tune s | success (before) | others kept | SC "
         "| S_dir edit | S_dir rec |"
