@@ -90,20 +90,18 @@ def main() -> None:
         s_rec = directional_similarity(clip, rec, test.to(a.device), delta_t).item()
     rec, edit = rec.cpu(), edit.cpu()
     judge = load_judge()
-    scores = judge_edit(test, edit, *EXPECTED[a.recipe], judge=judge)
-    ceiling = judge_edit(test, rec, *EXPECTED[a.recipe], judge=judge)
+    attribute, value = EXPECTED[a.recipe]
+    scores = judge_edit(test, edit, attribute, value, judge=judge)
+    ceiling = judge_edit(test, rec, attribute, value, judge=judge)
     before, after = judge_faces(judge, test), judge_faces(judge, edit)
     added = ((before["beard"] == 0) & (after["beard"] == 1)).sum()
     removed = ((before["beard"] == 1) & (after["beard"] == 0)).sum()
     print("each attribute kept:", {k[5:]: round(v, 2) for k, v in scores.items() if k.startswith("kept_")})
     print(f"beards added: {int(added)}, removed: {int(removed)}")
     print(f"the reconstruction alone keeps the other attributes of {ceiling['others_kept']:.2f} of the faces")
-    truth = make_faces(64, seed=a.test_seed, split="in-domain", **dict([EXPECTED[a.recipe]])).images
-    exact = judge_edit(test, truth, *EXPECTED[a.recipe], judge=judge)
-    print(
-        f"the ground-truth edit (the same faces drawn with {EXPECTED[a.recipe][1]} {EXPECTED[a.recipe][0]}) keeps "
-        f"{exact['others_kept']:.2f} by the judge"
-    )
+    truth = make_faces(64, seed=a.test_seed, split="in-domain", **{attribute: value}).images
+    exact = judge_edit(test, truth, attribute, value, judge=judge)["others_kept"]
+    print(f"the ground-truth edit (the same faces drawn with {value} {attribute}) keeps {exact:.2f} by the judge")
     print(
         "| recipe | Alg. | lr | epochs | batch | fine-tune s | success (before) | others kept | SC "
         "| S_dir edit | S_dir rec |"
@@ -115,7 +113,7 @@ def main() -> None:
         f"{scores['others_kept']:.2f} | {scores['segmentation_consistency']:.3f} | {s_edit:.3f} | {s_rec:.3f} |"
     )
     if a.figure:  # the faces whose other attributes the judge saw change come first
-        changed = torch.stack([before[k] != after[k] for k in before if k in ATTRIBUTES and k != EXPECTED[a.recipe][0]])
+        changed = torch.stack([before[k] != after[k] for k in before if k in ATTRIBUTES and k != attribute])
         show = torch.cat([changed.any(0).nonzero()[:, 0], (~changed.any(0)).nonzero()[:, 0]])[:10]
         dclip.show_images(
             {"source": test[show], "reconstruction": rec[show], f"edit: {recipe.target}": edit[show]},

@@ -79,7 +79,7 @@ class FinetuneMonitor:
             self.snapshots[iteration] = copy.deepcopy(tuned).eval().requires_grad_(False)
         if iteration == 1 or iteration % self.every == 0:
             with torch.no_grad():
-                x = ddim_generate(tuned, self.x_t0.to(tuned.device), tuned.schedule, self.t0, self.S_gen)
+                x = ddim_generate(tuned, self.x_t0, tuned.schedule, self.t0, self.S_gen)
             self.previews[f"step {iteration}"] = x.clamp(-1, 1).cpu()
             if self.live:
                 import matplotlib.pyplot as plt

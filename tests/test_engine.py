@@ -18,6 +18,7 @@ from dclip.finetune import (
     finetune,
     fingerprint,
     load_finetuned,
+    objective,
     precompute_latents,
     save_finetuned,
 )
@@ -121,8 +122,6 @@ def test_latents_reject_images_of_another_size(base):
 
 
 def _objective_on(model, lat, cfg, clip):
-    from dclip.finetune import objective
-
     with torch.no_grad():
         x = ddim_generate(model, lat.x_t0, model.schedule, cfg.t0, cfg.S_gen)
         return objective(clip, x, lat.x0, text_direction(clip, cfg.target, cfg.reference), cfg, None)[0].item()
