@@ -50,6 +50,9 @@ def main() -> None:
     p.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0], help="one row per seed")
     p.add_argument("--test-seed", type=int, default=200, help="seed of the 64 held-out test faces")
     p.add_argument("--views", type=int, default=SHIPPED["clip_views"], help="augmented views in the CLIP loss")
+    p.add_argument(
+        "--no-recurrent-gradient", action="store_true", help="Alg. 1 with each step's input detached (an ablation)"
+    )
     p.add_argument("--n", type=int, default=32, help="number of training latents N")
     p.add_argument("--t0", type=int, default=None, help="default: the recipe's")
     p.add_argument("--id-size", type=int, default=16, help="resolution of the low-pass identity stand-in")
@@ -74,6 +77,7 @@ def main() -> None:
         direction_form=a.direction_form,
         lambda_clip=a.lambda_clip,
         clip_views=a.views,
+        recurrent_gradient=not a.no_recurrent_gradient,
         templates=tuple(a.templates.split("|")),
         **overrides,
     )

@@ -124,6 +124,7 @@ class FinetuneConfig:
     lr_every: int = 50  # ... every lr_every iterations (batches; Alg. 2's S_gen steps on a batch are one)
     algorithm: int = 1  # 1: backpropagate through all S_gen steps; 2: one step per reverse step (GPU-efficient)
     checkpoint: bool = True  # Alg. 1: recompute each step's activations in backward (memory flat in S_gen)
+    recurrent_gradient: bool = True  # Alg. 1: False detaches each step's input x_t (an ablation, see finetune)
     templates: tuple[str, ...] = ("{}",)
     clip_views: int = 0  # > 0: average L_direction over this many shifted/flipped views (augment_pairs)
     precision: str = "auto"  # CUDA forward passes: "auto" (bf16 where supported, else fp16), "bf16", "fp16", "fp32"
@@ -201,7 +202,10 @@ def finetune(
     Alg. 1: reverse DDIM in ``S_gen`` steps from each latent through the trainable model, keeping the graph
     (the UNet is shared across steps like a recurrent net), Eq. 10 on the final image, one Adam step.
     Alg. 2: at every reverse step, Eq. 10 on the predicted x0 (Eq. 6) and an Adam step; the chain goes on
-    from the detached next state. Adam with ``lr``, multiplied by ``lr_gamma`` every ``lr_every`` iterations
+    from the detached next state. ``recurrent_gradient=False`` (an ablation of Alg. 1) feeds each step's UNet a
+    detached x_t: the final image is unchanged, but its gradient reaches each step's eps only through that step's
+    DDIM coefficients, not through how the later steps respond to x_t (the recurrent path of Fig. 3), which Alg. 2
+    lacks as well. Adam with ``lr``, multiplied by ``lr_gamma`` every ``lr_every`` iterations
     (batches), so both algorithms follow the same schedule per image seen.
     ``init`` resumes from an earlier fine-tuned model (:func:`load_finetuned`). On CUDA the forward passes run
     under autocast (``cfg.precision``; fp16 with a gradient scaler), the weights and optimizer stay float32.
@@ -249,9 +253,10 @@ def finetune(
                 idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                 x0, x = latents.x0[idx].to(device), latents.x_t0[idx].to(device)
                 if cfg.algorithm == 1:
+                    eps_model = tuned if cfg.recurrent_gradient else lambda x_t, t: tuned(x_t.detach(), t)
                     with autocast:
                         x_gen = ddim_generate(
-                            tuned, x, model.schedule, cfg.t0, cfg.S_gen, grad=True, checkpoint=cfg.checkpoint
+                            eps_model, x, model.schedule, cfg.t0, cfg.S_gen, grad=True, checkpoint=cfg.checkpoint
                         )
                         loss_terms = objective(clip, x_gen.float(), x0, delta_t, cfg, identity)
                     step(*loss_terms, epoch)

@@ -1,6 +1,7 @@
 """The DiffusionCLIP engine on small models: losses (Eq. 8-11, 30), fine-tuning (Alg. 1, 2), editing (Alg. 3-5)."""
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -10,7 +11,7 @@ from torch.nn import functional as F
 
 from dclip.baselines import clip_guided_sampling, latent_optimization, sdedit
 from dclip.clip import load_clip
-from dclip.ddim import ddim_generate, ddim_invert, reconstruct
+from dclip.ddim import ddim_generate, ddim_invert, ddim_step, generation_pairs, reconstruct
 from dclip.editing import combine, manipulate, to_pretrained_domain, transition, translate
 from dclip.finetune import (
     FinetuneConfig,
@@ -155,6 +156,47 @@ def test_finetuning_is_seeded_and_checkpointing_changes_nothing(base, images):
     assert fingerprint(runs[0].model) == fingerprint(runs[1].model)
     for p, q in zip(runs[0].model.parameters(), runs[2].model.parameters()):
         assert torch.allclose(p, q, atol=1e-5)
+
+
+def _first_adam_step(base, lat, cfg, clip) -> list[torch.Tensor]:
+    """The first Adam step of :func:`finetune` divided by its lr: ``-g / (|g| + 1e-8)`` for the gradient g."""
+    tuned = finetune(base, clip, lat, cfg, progress=False).model
+    return [(q - p) / cfg.lr for p, q in zip(base.parameters(), tuned.parameters())]
+
+
+def test_without_the_recurrent_gradient_each_eps_gets_only_its_ddim_coefficient(base, images):
+    """In y = x / sqrt(a), p = sqrt(1/a - 1) (Eq. 7) a DDIM step is y' = y + (p' - p) eps, so with each step's input
+    detached the gradient of L(x0_hat) is sum_s (p'_s - p_s) <dL/dx0_hat, d eps_s / d theta>. Adam's first step
+    is -lr g / (|g| + 1e-8): it shows the gradient finetune used."""
+    clip, s = FakeCLIP(), base.schedule
+    lat = precompute_latents(base, images[:2], 300, 4, cache_dir=None, progress=False)
+    cfg = FinetuneConfig("tanned face", "face", t0=300, S_gen=3, lr=1e-4, batch_size=2, recurrent_gradient=False)
+    pairs = generation_pairs(cfg.S_gen, cfg.t0, s.T)
+    states, x = [], lat.x_t0
+    with torch.no_grad():
+        for t, t_next in pairs:
+            states.append(x)
+            x = ddim_step(base, x, t, t_next, s)[0]
+    x0_hat = x.requires_grad_(True)
+    loss = objective(clip, x0_hat, lat.x0, text_direction(clip, cfg.target, cfg.reference), cfg, None)[0]
+    (g,) = torch.autograd.grad(loss, x0_hat)
+    p = lambda t: (1 / s.alpha_bar_at(t) - 1).sqrt().item()
+    model = copy.deepcopy(base).requires_grad_(True)
+    first_order = sum(
+        (p(t_next) - p(t)) * (model(x_t, torch.full((2,), t)) * g).sum() for x_t, (t, t_next) in zip(states, pairs)
+    )
+    grads = torch.autograd.grad(first_order, list(model.parameters()))
+    detached, full = (
+        _first_adam_step(base, lat, cfg, clip),
+        _first_adam_step(base, lat, dataclasses.replace(cfg, recurrent_gradient=True), clip),
+    )
+    checked = differ = 0
+    for step, step_full, grad in zip(detached, full, grads):
+        big = grad.abs() > 1e-5
+        assert torch.allclose(step[big], -grad[big].sign(), atol=0.02)
+        checked += int(big.sum())
+        differ += int((step_full[big].sign() != step[big].sign()).sum())
+    assert checked > 10_000 and differ > 0.05 * checked  # the recurrent path changes many gradient signs
 
 
 def test_learning_rate_grows_by_gamma_every_n_iterations(base, images):
