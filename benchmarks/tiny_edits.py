@@ -99,6 +99,7 @@ def main() -> None:
     exact = judge_edit(test, truth, attribute, value, judge=judge)["others_kept"]
     print(f"the reconstruction alone keeps the other attributes of {ceiling['others_kept']:.2f} of the faces")
     print(f"the ground-truth edit (the same faces drawn with {value} {attribute}) keeps {exact:.2f} by the judge")
+    before = judge_faces(judge, test)
     rows = []
     for seed in a.seeds:
         result = finetune(
@@ -114,7 +115,7 @@ def main() -> None:
             s_edit = directional_similarity(clip, edit, test.to(a.device), delta_t).item()
         edit = edit.cpu()
         scores = judge_edit(test, edit, attribute, value, judge=judge)
-        before, after = judge_faces(judge, test), judge_faces(judge, edit)
+        after = judge_faces(judge, edit)
         added = int(((before["beard"] == 0) & (after["beard"] == 1)).sum())
         removed = int(((before["beard"] == 1) & (after["beard"] == 0)).sum())
         kept = {k[5:]: round(v, 2) for k, v in scores.items() if k.startswith("kept_")}
