@@ -46,9 +46,13 @@ def test_local_diffusers_folder_round_trips(celeba_unet, tmp_path):
     celeba_unet.save_pretrained(tmp_path / "ddpm")
     model = load_diffusion(str(tmp_path / "ddpm"), device="cpu")
     assert model.image_size == 256 and model.schedule.T == 1000
+    loaded = model.unet.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in celeba_unet.state_dict().items())
     out = _forward(model)
     assert out.shape == (1, 3, 256, 256)
-    assert torch.allclose(out, _forward(lambda x, t: celeba_unet(x, t).sample), atol=1e-5)
+    # the same weights; float32 kernels may still round differently for tensors loaded from a file (seen: 2.6e-5
+    # on outputs of size 2 on one CPU), so the outputs agree to float32 precision through the 113M-parameter net
+    assert torch.allclose(out, _forward(lambda x, t: celeba_unet(x, t).sample), atol=1e-4)
 
 
 def test_ddim_layout_keys_map_one_to_one(celeba_unet):
