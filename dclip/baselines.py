@@ -113,14 +113,21 @@ def pixel_optimization(
     steps: int = 100,
     lr: float = 0.01,
     lambda_l1: float = 0.0,
+    init_noise: float = 1e-2,
+    seed: int = 0,
     progress: bool = False,
 ) -> tuple[torch.Tensor, list[float]]:
     """Optimise the pixels of ``x0`` with Adam on the global (Eq. 8) or directional (Eq. 9) CLIP loss plus
-    ``lambda_l1`` L1; returns the images (clamped to [-1, 1]) and the CLIP loss per step."""
+    ``lambda_l1`` L1; returns the images (clamped to [-1, 1]) and the CLIP loss per step.
+
+    The pixels start at ``x0`` plus seeded Gaussian noise of std ``init_noise``: at ``x0`` itself Delta I is
+    rounding noise, and the directional loss's gradient (of size 1 / |Delta I|) would point wherever that noise
+    does, so the result would change with the machine's floating-point rounding."""
     if loss not in ("global", "directional"):
         raise ValueError(f"loss={loss!r}: use 'global' (Eq. 8) or 'directional' (Eq. 9)")
     delta_t = text_direction(clip, target, reference)
-    x = x0.detach().clone().requires_grad_(True)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0)
+    x = (x0.detach() + init_noise * noise).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
     history = []
     for _ in tqdm(range(steps), disable=not progress, desc=f"pixels, {loss} loss"):

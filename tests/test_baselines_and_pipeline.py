@@ -57,6 +57,20 @@ def test_pixel_optimization_global_loss_pulls_images_together(images):
         pixel_optimization(clip, images, "a", "b", loss="local")
 
 
+def test_pixel_optimization_directional_loss_does_not_follow_rounding_noise():
+    """At x = x0, Delta I is rounding noise and the gradient of Eq. 9 is about 1 / |Delta I|: started there, a 1e-7
+    change of the input (a machine's rounding) changes the edit; the seeded start off x0 makes it reproducible."""
+    from dclip.clip import load_clip
+    from dclip.tinyworld.faces import make_faces
+
+    clip = load_clip("tinyclip")
+    x0 = make_faces(4, seed=4242, split="in-domain", expression="neutral").images
+    rounded = x0 + 1e-7 * torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    run = functools.partial(pixel_optimization, clip, target="angry face", reference="face", steps=30, lr=0.02)
+    assert (run(x0)[0] - run(rounded)[0]).abs().max() < 1e-2
+    assert (run(x0, init_noise=0.0)[0] - run(rounded, init_noise=0.0)[0]).abs().max() > 0.1
+
+
 def test_finetune_or_load_trains_once_then_loads(base, latents, tmp_path):
     cfg = FinetuneConfig("angry face", "face", t0=300, S_gen=2, lr=1e-3, epochs=1, batch_size=2, lambda_id=0.5)
     identity = functools.partial(lowpass_identity, size=4)
