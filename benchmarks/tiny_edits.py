@@ -91,10 +91,12 @@ def main() -> None:
     delta_t = text_direction(clip, recipe.target, recipe.reference).to(a.device)
     judge = load_judge()
     attribute, value = EXPECTED[a.recipe]
+    test_on_device = test.to(a.device)
     with torch.no_grad():
         rec = manipulate(base, base, None, recipe.t0, x_t0=x_t0, S_gen=a.s_gen_test).clamp(-1, 1)
-        s_rec = directional_similarity(clip, rec, test.to(a.device), delta_t).item()
-    ceiling = judge_edit(test, rec.cpu(), attribute, value, judge=judge)
+        s_rec = directional_similarity(clip, rec, test_on_device, delta_t).item()
+    rec = rec.cpu()
+    ceiling = judge_edit(test, rec, attribute, value, judge=judge)
     truth = make_faces(64, seed=a.test_seed, split="in-domain", **{attribute: value}).images
     exact = judge_edit(test, truth, attribute, value, judge=judge)["others_kept"]
     print(f"the reconstruction alone keeps the other attributes of {ceiling['others_kept']:.2f} of the faces")
@@ -112,7 +114,7 @@ def main() -> None:
         )
         with torch.no_grad():
             edit = manipulate(base, result.model, None, recipe.t0, x_t0=x_t0, S_gen=a.s_gen_test).clamp(-1, 1)
-            s_edit = directional_similarity(clip, edit, test.to(a.device), delta_t).item()
+            s_edit = directional_similarity(clip, edit, test_on_device, delta_t).item()
         edit = edit.cpu()
         scores = judge_edit(test, edit, attribute, value, judge=judge)
         after = judge_faces(judge, edit)
@@ -131,7 +133,7 @@ def main() -> None:
             }
         )
         if a.figure and seed == a.seeds[0]:
-            save_figure(a.figure, test, rec.cpu(), edit, before, after, attribute, recipe.target)
+            save_figure(a.figure, test, rec, edit, before, after, attribute, recipe.target)
     print(
         "| recipe | Alg. | lr | epochs | batch | seed | fine-tune s | success (before) | others kept | SC "
         "| S_dir edit | S_dir rec |"
