@@ -26,6 +26,7 @@ from dclip.editing import manipulate
 from dclip.finetune import FinetuneConfig, finetune, precompute_latents
 from dclip.losses import directional_similarity, lowpass_identity, text_direction
 from dclip.metrics import judge_edit
+from dclip.tinyworld.faceid import faceid_identity
 from dclip.tinyworld.faces import ATTRIBUTES, make_faces
 from dclip.tinyworld.judge import RECIPE_TARGETS as EXPECTED
 from dclip.tinyworld.judge import judge_faces, load_judge
@@ -56,6 +57,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=32, help="number of training latents N")
     p.add_argument("--t0", type=int, default=None, help="default: the recipe's")
     p.add_argument("--id-size", type=int, default=16, help="resolution of the low-pass identity stand-in")
+    p.add_argument("--identity", default="lowpass", choices=["lowpass", "faceid"], help="the identity term of Eq. 11")
     p.add_argument("--templates", default="{}", help="prompt templates for Delta T, separated by '|'")
     p.add_argument("--device", default="cpu", help="cpu (the figures in docs/results.md) or cuda")
     p.add_argument("--figure", type=Path, default=None, help="save a PNG of sources, reconstructions and edits")
@@ -102,6 +104,7 @@ def main() -> None:
     print(f"the reconstruction alone keeps the other attributes of {ceiling['others_kept']:.2f} of the faces")
     print(f"the ground-truth edit (the same faces drawn with {value} {attribute}) keeps {exact:.2f} by the judge")
     before = judge_faces(judge, test)
+    identity = partial(lowpass_identity, size=a.id_size) if a.identity == "lowpass" else faceid_identity(a.device)
     rows = []
     for seed in a.seeds:
         result = finetune(
@@ -109,7 +112,7 @@ def main() -> None:
             clip,
             latents,
             dataclasses.replace(cfg, seed=seed),
-            identity=partial(lowpass_identity, size=a.id_size),
+            identity=identity,
             progress=False,
         )
         with torch.no_grad():

@@ -295,7 +295,10 @@ def save_finetuned(result: FinetuneResult, path: str | Path) -> Path:
 
 
 def _describe(identity: IdentityTerm | None) -> str:
-    """A stable name of an identity term (functions and functools.partial of them), for cache keys."""
+    """A stable name of an identity term (functions, functools.partial of them, or objects with a ``cache_name``),
+    for cache keys."""
+    if hasattr(identity, "cache_name"):
+        return identity.cache_name
     if isinstance(identity, functools.partial):
         return f"{_describe(identity.func)}{identity.args}{sorted(identity.keywords.items())}"
     return f"{identity.__module__}.{identity.__qualname__}" if identity is not None else "none"

@@ -105,7 +105,7 @@ def test_tiny_models_load_from_package_data():
     assert clip.encode_image(fs.images).shape == (8, 128)
     verdict = judge_faces(load_judge(), fs.images)
     assert (verdict["skin"] == fs.attributes["skin"]).float().mean() >= 0.9
-    for name in ("tinyfaces", "tinyclip", "judge"):
+    for name in ("tinyfaces", "tinyclip", "judge", "faceid"):
         card = json.loads((Path(tw.__file__).parent / "weights" / f"{name}.json").read_text())
         assert card["name"] == name and card["steps"] > 0 and card["quality"]
 
@@ -158,3 +158,55 @@ def test_short_clip_run_lowers_the_loss(small, tmp_path):
         small("tinyclip", batch_size=32, warmup=5, eval_every=1000), tmp_path / "run", tmp_path / "out", steps=30
     )
     assert card["loss_end"] < card["loss_start"]
+
+
+def test_short_faceid_run_lowers_the_loss(small, tmp_path):
+    from dclip.tinyworld.train import load_config, train_faceid
+
+    cfg = load_config("faceid")
+    cfg["train"].update(n_identities=256, batch_size=32, warmup=5)
+    card = train_faceid(cfg, tmp_path / "run", tmp_path / "out", steps=40)
+    assert card["loss_end"] < 0.7 * card["loss_start"]
+    assert (tmp_path / "out" / "faceid.safetensors").exists()
+
+
+def test_another_photo_keeps_the_identity_and_changes_the_rest():
+    import dataclasses
+
+    import numpy as np
+
+    from dclip.tinyworld.faceid import INVARIANT_TO, another_photo, identity_views
+    from dclip.tinyworld.faces import sample_face
+
+    rng = np.random.default_rng(3)
+    face = sample_face(rng)
+    photos = [another_photo(face, rng) for _ in range(20)]
+    fixed = [f.name for f in dataclasses.fields(face) if f.name not in INVARIANT_TO]
+    assert all(getattr(p, k) == getattr(face, k) for p in photos for k in fixed)
+    for k in INVARIANT_TO:
+        assert len({getattr(p, k) for p in photos}) > 1
+    views, faces = identity_views(4, views=3, seed=5)
+    assert views.shape == (4, 3, 3, 32, 32) and len(faces) == 4
+    assert torch.equal(views, identity_views(4, views=3, seed=5)[0])  # seeded
+    assert not torch.equal(views[:, 0], views[:, 1])
+
+
+def test_the_face_recognizer_sees_identity_through_expression_and_hair():
+    import dataclasses
+
+    from dclip.finetune import _describe
+    from dclip.tinyworld.faceid import faceid_identity
+
+    term = faceid_identity()
+    fs = make_faces(16, seed=13, split="full", expression="neutral")
+    moods = [dataclasses.replace(f, expression="angry", hair="red") for f in fs.faces]
+    angry = torch.stack([torch.from_numpy(render(f)[0]).permute(2, 0, 1).float() / 127.5 - 1 for f in moods])
+    with torch.no_grad():
+        same = term(fs.images, fs.images)
+        mood = term(angry, fs.images)
+        other = term(fs.images.roll(1, 0), fs.images)
+    assert same.shape == (16,) and same.abs().max() < 1e-5
+    assert mood.mean() < 0.1 and other.mean() > 0.5 and (mood < other).all()
+    assert _describe(term).startswith("tinyworld.faceid[")
+    with pytest.raises(ValueError, match=r"\(N, 3, 32, 32\)"):
+        term(torch.zeros(2, 3, 64, 64), torch.zeros(2, 3, 64, 64))

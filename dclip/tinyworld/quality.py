@@ -1,4 +1,4 @@
-"""Quality figures of the tiny world's models: ``python -m dclip.tinyworld.quality judge|clip|ddpm|all``.
+"""Quality figures of the tiny world's models: ``python -m dclip.tinyworld.quality judge|clip|faceid|ddpm|all``.
 
 Each figure is measured on fresh faces (seeds the trainings never used), printed, and written into the
 model's JSON card under ``quality``.
@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dclip.tinyworld.faces import ATTRIBUTES, OUT_OF_DOMAIN, FaceSet, full_caption, make_faces
@@ -66,6 +67,38 @@ def clip_quality(n: int = 1000) -> dict[str, float]:
     return {f"zero_shot_{k}": v for k, v in acc.items()}
 
 
+@torch.no_grad()
+def faceid_quality(n: int = 500) -> dict[str, float]:
+    """The face recognizer on ``n`` fresh identities: top-1 retrieval of one photo of each among another photo of
+    each (:func:`another_photo`), and the mean cosine of pairs that differ in what it should see through
+    (expression, hair colour, clothes, background), in the beard or skin alone, or in everything (two identities)."""
+    import dataclasses
+
+    from dclip.tinyworld.faceid import identity_views, load_faceid
+    from dclip.tinyworld.faces import render
+
+    net = load_faceid()
+    views, faces = identity_views(n, 2, seed=FRESH_SEED + 4)
+    za, zb = net(views[:, 0]), net(views[:, 1])
+    sim = za @ zb.T
+
+    def flipped(key: str, swap) -> torch.Tensor:
+        imgs = [render(dataclasses.replace(f, **{key: swap(getattr(f, key))}))[0] for f in faces]
+        return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+    plain = torch.from_numpy(np.stack([render(f)[0] for f in faces])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    z = net(plain)
+    beard = net(flipped("beard", lambda b: "no beard" if b == "beard" else "beard"))
+    skin = net(flipped("skin", lambda s: "dark" if s in ("pale", "tanned") else "pale"))
+    return {
+        "retrieval_top1": (sim.argmax(1) == torch.arange(n)).float().mean().item(),
+        "cos_same_identity_another_photo": sim.diag().mean().item(),
+        "cos_beard_flipped": (z * beard).sum(-1).mean().item(),
+        "cos_skin_changed": (z * skin).sum(-1).mean().item(),
+        "cos_other_identity": ((sim.sum() - sim.diag().sum()) / (n * n - n)).item(),
+    }
+
+
 def _histogram(labels: torch.Tensor, k: int) -> torch.Tensor:
     return torch.bincount(labels, minlength=k).float() / len(labels)
 
@@ -117,11 +150,12 @@ def _record(card: str, figures: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("model", choices=["judge", "clip", "ddpm", "all"])
+    p.add_argument("model", choices=["judge", "clip", "faceid", "ddpm", "all"])
     a = p.parse_args(argv)
     jobs = {
         "judge": ("judge", judge_quality),
         "clip": ("tinyclip", clip_quality),
+        "faceid": ("faceid", faceid_quality),
         "ddpm": (
             "tinyfaces",
             lambda: ddpm_quality(grid_path=WEIGHTS.parent.parent.parent / "docs" / "tinyfaces_samples.png"),

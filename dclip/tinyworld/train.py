@@ -1,4 +1,4 @@
-"""Train the tiny world's models: ``python -m dclip.tinyworld.train ddpm|clip|judge [--out DIR]``.
+"""Train the tiny world's models: ``python -m dclip.tinyworld.train ddpm|clip|judge|faceid [--out DIR]``.
 
 Seeded and resumable: a checkpoint is written to ``runs/<model>/`` every few hundred steps and picked
 up on restart. The final weights go to the package's ``weights/`` folder with a JSON card.
@@ -197,6 +197,49 @@ def train_judge(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = Non
     return card
 
 
+def train_faceid(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = None) -> dict:
+    """Train the face recognizer contrastively: two renders of an identity that differ in expression and hair
+    colour are a positive pair, the batch's other identities the negatives (:mod:`dclip.tinyworld.faceid`)."""
+    from dclip.tinyworld.faceid import FaceID, contrastive_loss, identity_views
+
+    tc = cfg["train"]
+    steps = steps or tc["steps"]
+    torch.manual_seed(tc["seed"])
+    torch.set_num_threads(tc["threads"])
+    views, _ = identity_views(tc["n_identities"], tc["views"], seed=tc["seed"])
+    model = FaceID(**cfg["model"])
+    opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(tc["seed"])
+    start, losses = time.time(), []
+    for step in (bar := tqdm(range(steps), desc="faceid")):
+        idx = torch.randperm(len(views), generator=gen)[: tc["batch_size"]]
+        pick = torch.stack([torch.randperm(tc["views"], generator=gen)[:2] for _ in idx])
+        for g in opt.param_groups:  # warm-up, then cosine decay
+            g["lr"] = _lr_at(step, tc) * 0.5 * (1 + torch.cos(torch.tensor(step / steps * 3.14159)).item())
+        za = model(_noisy(views[idx, pick[:, 0]], tc["noise_std"], gen))
+        zb = model(_noisy(views[idx, pick[:, 1]], tc["noise_std"], gen))
+        loss = contrastive_loss(za, zb, tc["temperature"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    card = {
+        "name": cfg["name"],
+        "kind": "faceid",
+        "config": cfg,
+        "steps": steps,
+        "data_size": tc["n_identities"] * tc["views"],
+        **_loss_ends(losses),
+        "wall_minutes": round((time.time() - start) / 60, 1),
+        "threads": tc["threads"],
+        "device": "cpu",
+    }
+    _export(model, cfg["name"], card, out_dir, fp16=False)
+    return card
+
+
 def consistency(faces: list, mentions: list[tuple[str, ...]]) -> torch.Tensor:
     """``C[i, j] = 1`` where caption ``j`` is true of face ``i`` (every attribute it mentions matches)."""
     n = len(faces)
@@ -302,7 +345,12 @@ def train_clip(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = None
     return card
 
 
-TRAINERS = {"ddpm": ("tinyfaces", train_ddpm), "clip": ("tinyclip", train_clip), "judge": ("judge", train_judge)}
+TRAINERS = {
+    "ddpm": ("tinyfaces", train_ddpm),
+    "clip": ("tinyclip", train_clip),
+    "judge": ("judge", train_judge),
+    "faceid": ("faceid", train_faceid),
+}
 
 
 def main(argv: list[str] | None = None) -> None:
