@@ -133,6 +133,11 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.algorithm not in (1, 2):
             raise ValueError(f"algorithm={self.algorithm}: use 1 (Alg. 1) or 2 (GPU-efficient Alg. 2)")
+        if self.algorithm == 2 and not self.recurrent_gradient:
+            raise ValueError(
+                "recurrent_gradient=False is an ablation of Alg. 1; Alg. 2 has no recurrent gradient to remove "
+                "(each of its steps is updated on its own): use algorithm=1 or leave recurrent_gradient=True"
+            )
         for name in ("epochs", "batch_size", "S_gen", "lr_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")

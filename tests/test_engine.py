@@ -249,6 +249,8 @@ def test_bad_settings_are_clear_errors(base, images):
         FinetuneConfig("a", "b", t0=300, precision="fp8")
     with pytest.raises(ValueError, match="direction_form='square'"):
         FinetuneConfig("a", "b", t0=300, direction_form="square")
+    with pytest.raises(ValueError, match="ablation of Alg. 1"):
+        FinetuneConfig("a", "b", t0=300, algorithm=2, recurrent_gradient=False)
     assert autocast_dtype("auto", torch.device("cpu")) == torch.float32  # mixed precision is CUDA-only
 
 
