@@ -200,7 +200,7 @@ def test_the_face_recognizer_sees_identity_through_expression_and_hair():
     term = faceid_identity()
     fs = make_faces(16, seed=13, split="full", expression="neutral")
     moods = [dataclasses.replace(f, expression="angry", hair="red") for f in fs.faces]
-    angry = torch.stack([torch.from_numpy(render(f)[0]).permute(2, 0, 1).float() / 127.5 - 1 for f in moods])
+    angry = torch.stack([torch.tensor(render(f)[0]).permute(2, 0, 1).float() / 127.5 - 1 for f in moods])
     with torch.no_grad():
         same = term(fs.images, fs.images)
         mood = term(angry, fs.images)
