@@ -20,20 +20,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from dclip.tinyworld.faces import Face, render, sample_face
+from dclip.tinyworld.judge import conv_block
 
 #: What a recognizer sees through: two renders of one identity differ only in these fields of a :class:`Face`.
 INVARIANT_TO = ("expression", "hair", "background", "shirt")
-
-
-def _block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, 2, 1),
-        nn.GroupNorm(8, c_out),
-        nn.SiLU(),
-        nn.Conv2d(c_out, c_out, 3, 1, 1),
-        nn.GroupNorm(8, c_out),
-        nn.SiLU(),
-    )
 
 
 class FaceID(nn.Module):
@@ -43,7 +33,7 @@ class FaceID(nn.Module):
     def __init__(self, width: int = 32, dim: int = 64):
         super().__init__()
         w = width
-        self.features = nn.Sequential(_block(3, w), _block(w, 2 * w), _block(2 * w, 4 * w))
+        self.features = nn.Sequential(conv_block(3, w, 2), conv_block(w, 2 * w, 2), conv_block(2 * w, 4 * w, 2))
         self.embed = nn.Linear(4 * w * 16, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,8 @@ from torch.nn import functional as F
 from dclip.tinyworld.faces import ATTRIBUTES, PARTS
 
 
-def _block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+def conv_block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    """Two 3 x 3 convolutions (the first with ``stride``), each with GroupNorm and SiLU."""
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, stride, 1),
         nn.GroupNorm(8, c_out),
@@ -33,10 +34,10 @@ class Judge(nn.Module):
     def __init__(self, width: int = 32):
         super().__init__()
         w = width
-        self.enc1, self.enc2, self.enc3 = _block(3, w), _block(w, 2 * w, 2), _block(2 * w, 4 * w, 2)
+        self.enc1, self.enc2, self.enc3 = conv_block(3, w), conv_block(w, 2 * w, 2), conv_block(2 * w, 4 * w, 2)
         self.heads = nn.ModuleDict({k: nn.Linear(4 * w + 2 * w, len(v)) for k, v in ATTRIBUTES.items()})
-        self.dec2 = _block(4 * w + 2 * w, 2 * w)
-        self.dec1 = _block(2 * w + w, w)
+        self.dec2 = conv_block(4 * w + 2 * w, 2 * w)
+        self.dec1 = conv_block(2 * w + w, w)
         self.seg = nn.Conv2d(w, len(PARTS), 1)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -167,34 +167,51 @@ def train_judge(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = Non
     model = Judge(**cfg["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=1e-4)
     gen = torch.Generator().manual_seed(tc["seed"])
-    start, losses = time.time(), []
-    for step in (bar := tqdm(range(steps), desc="judge")):
+
+    def batch_loss() -> torch.Tensor:
         idx = torch.randint(0, len(data), (tc["batch_size"],), generator=gen)
-        for g in opt.param_groups:  # warm-up, then cosine decay
-            g["lr"] = _lr_at(step, tc) * 0.5 * (1 + torch.cos(torch.tensor(step / steps * 3.14159)).item())
         out = model(_noisy(data.images[idx], tc["noise_std"], gen))
-        loss = F.cross_entropy(out["parts"], data.parts[idx]) + sum(
+        return F.cross_entropy(out["parts"], data.parts[idx]) + sum(
             F.cross_entropy(out[k], data.attributes[k][idx]) for k in ATTRIBUTES
         )
+
+    start = time.time()
+    losses = _fit(opt, steps, tc, "judge", batch_loss)
+    card = _card(cfg, "judge", steps, tc["n_images"], losses, start)
+    _export(model, cfg["name"], card, out_dir, fp16=False)
+    return card
+
+
+def _fit(opt: torch.optim.Optimizer, steps: int, tc: dict, desc: str, batch_loss) -> list[float]:
+    """The judge's and the face recognizer's loop: ``steps`` optimizer steps on ``batch_loss()``, the learning rate
+    warmed up and then decayed on a cosine; returns the losses."""
+    losses = []
+    for step in (bar := tqdm(range(steps), desc=desc)):
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, tc) * 0.5 * (1 + torch.cos(torch.tensor(step / steps * 3.14159)).item())
+        loss = batch_loss()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.item())
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-    card = {
+    return losses
+
+
+def _card(cfg: dict, kind: str, steps: int, data_size: int, losses: list[float], start: float) -> dict:
+    """The JSON card of a model trained on the CPU by :func:`_fit`."""
+    return {
         "name": cfg["name"],
-        "kind": "judge",
+        "kind": kind,
         "config": cfg,
         "steps": steps,
-        "data_size": tc["n_images"],
+        "data_size": data_size,
         **_loss_ends(losses),
         "wall_minutes": round((time.time() - start) / 60, 1),
-        "threads": tc["threads"],
+        "threads": cfg["train"]["threads"],
         "device": "cpu",
     }
-    _export(model, cfg["name"], card, out_dir, fp16=False)
-    return card
 
 
 def train_faceid(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = None) -> dict:
@@ -210,32 +227,17 @@ def train_faceid(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = No
     model = FaceID(**cfg["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=1e-4)
     gen = torch.Generator().manual_seed(tc["seed"])
-    start, losses = time.time(), []
-    for step in (bar := tqdm(range(steps), desc="faceid")):
+
+    def batch_loss() -> torch.Tensor:
         idx = torch.randperm(len(views), generator=gen)[: tc["batch_size"]]
         pick = torch.stack([torch.randperm(tc["views"], generator=gen)[:2] for _ in idx])
-        for g in opt.param_groups:  # warm-up, then cosine decay
-            g["lr"] = _lr_at(step, tc) * 0.5 * (1 + torch.cos(torch.tensor(step / steps * 3.14159)).item())
         za = model(_noisy(views[idx, pick[:, 0]], tc["noise_std"], gen))
         zb = model(_noisy(views[idx, pick[:, 1]], tc["noise_std"], gen))
-        loss = contrastive_loss(za, zb, tc["temperature"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-    card = {
-        "name": cfg["name"],
-        "kind": "faceid",
-        "config": cfg,
-        "steps": steps,
-        "data_size": tc["n_identities"] * tc["views"],
-        **_loss_ends(losses),
-        "wall_minutes": round((time.time() - start) / 60, 1),
-        "threads": tc["threads"],
-        "device": "cpu",
-    }
+        return contrastive_loss(za, zb, tc["temperature"])
+
+    start = time.time()
+    losses = _fit(opt, steps, tc, "faceid", batch_loss)
+    card = _card(cfg, "faceid", steps, tc["n_identities"] * tc["views"], losses, start)
     _export(model, cfg["name"], card, out_dir, fp16=False)
     return card
 
