@@ -82,14 +82,15 @@ def faceid_quality(n: int = 500) -> dict[str, float]:
     za, zb = net(views[:, 0]), net(views[:, 1])
     sim = za @ zb.T
 
-    def flipped(key: str, swap) -> torch.Tensor:
-        imgs = [render(dataclasses.replace(f, **{key: swap(getattr(f, key))}))[0] for f in faces]
-        return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    def embed(key: str | None = None, swap=None) -> torch.Tensor:
+        """Embeddings of the identities' own faces, with ``key`` changed by ``swap`` where given."""
+        drawn = [dataclasses.replace(f, **{key: swap(getattr(f, key))}) if key else f for f in faces]
+        images = torch.from_numpy(np.stack([render(f)[0] for f in drawn])).permute(0, 3, 1, 2)
+        return net(images.float() / 127.5 - 1.0)
 
-    plain = torch.from_numpy(np.stack([render(f)[0] for f in faces])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    z = net(plain)
-    beard = net(flipped("beard", lambda b: "no beard" if b == "beard" else "beard"))
-    skin = net(flipped("skin", lambda s: "dark" if s in ("pale", "tanned") else "pale"))
+    z = embed()
+    beard = embed("beard", lambda b: "no beard" if b == "beard" else "beard")
+    skin = embed("skin", lambda s: "dark" if s in ("pale", "tanned") else "pale")
     return {
         "retrieval_top1": (sim.argmax(1) == torch.arange(n)).float().mean().item(),
         "cos_same_identity_another_photo": sim.diag().mean().item(),

@@ -10,6 +10,7 @@ import argparse
 import copy
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -182,7 +183,9 @@ def train_judge(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = Non
     return card
 
 
-def _fit(opt: torch.optim.Optimizer, steps: int, tc: dict, desc: str, batch_loss) -> list[float]:
+def _fit(
+    opt: torch.optim.Optimizer, steps: int, tc: dict, desc: str, batch_loss: Callable[[], torch.Tensor]
+) -> list[float]:
     """The judge's and the face recognizer's loop: ``steps`` optimizer steps on ``batch_loss()``, the learning rate
     warmed up and then decayed on a cosine; returns the losses."""
     losses = []
@@ -215,8 +218,9 @@ def _card(cfg: dict, kind: str, steps: int, data_size: int, losses: list[float],
 
 
 def train_faceid(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = None) -> dict:
-    """Train the face recognizer contrastively: two renders of an identity that differ in expression and hair
-    colour are a positive pair, the batch's other identities the negatives (:mod:`dclip.tinyworld.faceid`)."""
+    """Train the face recognizer contrastively: two photos of an identity (differing in expression, hair colour,
+    clothes and background) are a positive pair, the batch's other identities the negatives
+    (:mod:`dclip.tinyworld.faceid`)."""
     from dclip.tinyworld.faceid import FaceID, contrastive_loss, identity_views
 
     tc = cfg["train"]
