@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dclip.tinyworld.faces import Face, render, sample_face
+from dclip.tinyworld.faces import Face, render_faces, sample_face
 from dclip.tinyworld.judge import conv_block
 
 #: What a recognizer sees through: two renders of one identity differ only in these fields of a :class:`Face`.
@@ -50,15 +50,12 @@ def identity_views(n: int, views: int = 2, seed: int = 0) -> tuple[torch.Tensor,
     """``views`` renders of each of ``n`` identities of the full split, each with the fields of
     :data:`INVARIANT_TO` taken from another random face: images in [-1, 1], (n, views, 3, 32, 32), and the
     identities' faces."""
-    faces, images = [], []
+    faces, photos = [], []
     for i in range(n):
         rng = np.random.default_rng([seed, i])
-        face = sample_face(rng, "full")
-        faces.append(face)
-        for _ in range(views):
-            images.append(render(another_photo(face, rng))[0])
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    return x.reshape(n, views, 3, 32, 32), faces
+        faces.append(sample_face(rng, "full"))
+        photos += [another_photo(faces[-1], rng) for _ in range(views)]
+    return render_faces(photos)[0].reshape(n, views, 3, 32, 32), faces
 
 
 def contrastive_loss(za: torch.Tensor, zb: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -306,15 +306,26 @@ class FaceSet:
         return len(self.faces)
 
 
-def make_faces(n: int, seed: int = 0, split: str = "full", **fixed: str) -> FaceSet:
-    """Render ``n`` faces of ``split``; face ``i`` depends only on ``(seed, i)`` and ``fixed``."""
-    faces = [sample_face(np.random.default_rng([seed, i]), split, **fixed) for i in range(n)]
+def _as_images(rgb: np.ndarray) -> torch.Tensor:
+    """(N, 32, 32, 3) uint8 RGB as images in [-1, 1], (N, 3, 32, 32)."""
+    return torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def render_faces(faces: list[Face]) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`render` each face: images in [-1, 1], (N, 3, 32, 32), and part labels, (N, 32, 32)."""
     rendered = [render(f) for f in faces]
     images = np.stack([r[0] for r in rendered]) if faces else np.zeros((0, SIZE, SIZE, 3), np.uint8)
     parts = np.stack([r[1] for r in rendered]) if faces else np.zeros((0, SIZE, SIZE), np.uint8)
+    return _as_images(images), torch.from_numpy(parts).long()
+
+
+def make_faces(n: int, seed: int = 0, split: str = "full", **fixed: str) -> FaceSet:
+    """Render ``n`` faces of ``split``; face ``i`` depends only on ``(seed, i)`` and ``fixed``."""
+    faces = [sample_face(np.random.default_rng([seed, i]), split, **fixed) for i in range(n)]
+    images, parts = render_faces(faces)
     return FaceSet(
-        images=torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0,
-        parts=torch.from_numpy(parts).long(),
+        images=images,
+        parts=parts,
         attributes={k: torch.tensor([f.labels()[k] for f in faces], dtype=torch.long) for k in ATTRIBUTES},
         faces=faces,
     )
@@ -324,4 +335,4 @@ def make_strokes(n: int, seed: int = 0, split: str = "full", **fixed: str) -> tu
     """Stroke paintings of ``n`` faces (in [-1, 1], (N, 3, 32, 32)) and the faces they depict."""
     faceset = make_faces(n, seed, split, **fixed)
     strokes = [render_strokes(f, np.random.default_rng([seed, i, 1])) for i, f in enumerate(faceset.faces)]
-    return torch.from_numpy(np.stack(strokes)).permute(0, 3, 1, 2).float() / 127.5 - 1.0, faceset
+    return _as_images(np.stack(strokes)), faceset

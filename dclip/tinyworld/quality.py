@@ -10,7 +10,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from dclip.tinyworld.faces import ATTRIBUTES, OUT_OF_DOMAIN, FaceSet, full_caption, make_faces
@@ -75,7 +74,7 @@ def faceid_quality(n: int = 500) -> dict[str, float]:
     import dataclasses
 
     from dclip.tinyworld.faceid import identity_views, load_faceid
-    from dclip.tinyworld.faces import render
+    from dclip.tinyworld.faces import render_faces
 
     net = load_faceid()
     views, faces = identity_views(n, 2, seed=FRESH_SEED + 4)
@@ -85,8 +84,7 @@ def faceid_quality(n: int = 500) -> dict[str, float]:
     def embed(key: str | None = None, swap=None) -> torch.Tensor:
         """Embeddings of the identities' own faces, with ``key`` changed by ``swap`` where given."""
         drawn = [dataclasses.replace(f, **{key: swap(getattr(f, key))}) if key else f for f in faces]
-        images = torch.from_numpy(np.stack([render(f)[0] for f in drawn])).permute(0, 3, 1, 2)
-        return net(images.float() / 127.5 - 1.0)
+        return net(render_faces(drawn)[0])
 
     z = embed()
     beard = embed("beard", lambda b: "no beard" if b == "beard" else "beard")
