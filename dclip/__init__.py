@@ -1,7 +1,8 @@
 """dclip: DiffusionCLIP (Kim, Kwon, Ye, CVPR 2022), taught step by step.
 
 The math (schedules, DDPM, DDIM inversion and generation, noise combination) takes any noise predictor
-``eps(x, t)``; the zoo loads real pretrained models or the offline tiny world behind one API.
+``eps(x, t)``; a world (``dclip.world()``) gives a chapter its models, images, settings and metrics: the real
+pretrained models on a GPU, or the offline tiny world (:mod:`dclip.tinyworld`), behind one API.
 """
 
 from dclip.clip import CLIP, load_clip
@@ -11,10 +12,9 @@ from dclip.images import load_image, save_images, to_pil
 from dclip.models import DiffusionModel, ModelNotAvailableError, load_diffusion
 from dclip.noise_combination import mix_noise_predictors, transition_gammas
 from dclip.plotting import plot_curves, show_images
-from dclip.profile import example_images as profile_example_images
-from dclip.profile import profile
 from dclip.recipes import get_recipe, recipes_for
 from dclip.schedule import Schedule, time_sequence
+from dclip.worlds import World, format_scores, world
 
 __version__ = "0.1.0"
 __all__ = [
@@ -35,8 +35,6 @@ __all__ = [
     "mix_noise_predictors",
     "plot_curves",
     "predict_x0",
-    "profile",
-    "profile_example_images",
     "show_images",
     "q_sample",
     "recipes_for",
@@ -45,4 +43,7 @@ __all__ = [
     "time_sequence",
     "to_pil",
     "transition_gammas",
+    "World",
+    "format_scores",
+    "world",
 ]

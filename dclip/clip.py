@@ -12,17 +12,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dclip.models import ModelNotAvailableError, default_device, hub_cache, offline_unless_reachable
-
-TINY_CONFIGS = Path(__file__).parent / "tinyworld" / "configs" / "open_clip"
-TINY_WEIGHTS = Path(__file__).parent / "tinyworld" / "weights"
+from dclip.models import ModelNotAvailableError, default_device, hub_cache, offline_unless_reachable, plugin
 
 #: Short names: (open_clip architecture, pretrained tag). The -quickgelu configs match OpenAI's activation.
 CLIP_MODELS: dict[str, tuple[str, str | None]] = {
     "ViT-B-16": ("ViT-B-16-quickgelu", "openai"),
     "ViT-B-32": ("ViT-B-32-quickgelu", "openai"),
-    "tinyclip": ("tinyclip", None),
 }
+#: CLIPs defined above the zoo: name -> a function giving (open_clip config folder, weights file).
+CLIP_PLUGINS: dict[str, str] = {"tinyclip": "dclip.tinyworld.zoo:tinyclip_files"}
 
 
 class CLIP(nn.Module):
@@ -77,35 +75,26 @@ class CLIP(nn.Module):
         return self.encode_image(x)
 
 
-def _register_tiny() -> None:
-    import open_clip
-
-    if "tinyclip" not in open_clip.list_models():
-        open_clip.add_model_config(TINY_CONFIGS)
-
-
 def load_clip(name: str = "tinyclip", device: str | torch.device | None = None, pretrained: str | None = None) -> CLIP:
-    """A CLIP by name: ``ViT-B-16``/``ViT-B-32`` (OpenAI weights), ``tinyclip`` (package data), any open_clip
+    """A CLIP by name: ``ViT-B-16``/``ViT-B-32`` (OpenAI weights), ``tinyclip`` (the tiny world's), any open_clip
     architecture or ``hf-hub:`` name, with ``pretrained`` a tag or a local weights file.
 
     Raises :class:`dclip.models.ModelNotAvailableError` when weights are neither cached nor downloadable.
     """
     import open_clip
 
-    _register_tiny()
     arch, tag = CLIP_MODELS.get(name, (name, None))
+    if name in CLIP_PLUGINS:
+        configs, weights = plugin(CLIP_PLUGINS[name])()
+        if name not in open_clip.list_models():
+            open_clip.add_model_config(configs)
+        tag = str(weights)
     tag = pretrained or tag
     if not name.startswith("hf-hub:") and arch not in open_clip.list_models():
         raise ValueError(
             f"unknown CLIP {name!r}: use one of {sorted(CLIP_MODELS)}, an open_clip architecture "
             f"(open_clip.list_models()), or an 'hf-hub:' name"
         )
-    if name == "tinyclip" and pretrained is None:
-        tag = str(TINY_WEIGHTS / "tinyclip.safetensors")
-        if not Path(tag).exists():
-            raise ModelNotAvailableError(
-                f"the tiny CLIP weights are missing ({tag}); train them with `python -m dclip.tinyworld.train clip`"
-            )
     is_file = tag is not None and Path(tag).exists()
     if (
         tag is not None

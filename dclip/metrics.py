@@ -69,29 +69,6 @@ def segmentation_consistency(parts_edit: torch.Tensor, parts_ref: torch.Tensor) 
     return (parts_edit == parts_ref).float().mean().item()
 
 
-def judge_edit(source: torch.Tensor, edited: torch.Tensor, attribute: str, value: str, judge=None) -> dict[str, float]:
-    """The tiny world's referee for an edit: how often the judge (an independent classifier, never the guiding
-    CLIP) sees ``attribute = value`` in the edits, how often it saw it in the sources, how often every other
-    attribute is kept, and the segmentation consistency."""
-    from dclip.tinyworld.faces import ATTRIBUTES
-    from dclip.tinyworld.judge import judge_faces, load_judge
-
-    if attribute not in ATTRIBUTES or value not in ATTRIBUTES[attribute]:
-        raise ValueError(f"unknown attribute value {attribute}={value!r}; known: {ATTRIBUTES}")
-    judge = judge or load_judge()
-    before, after = judge_faces(judge, source.clamp(-1, 1)), judge_faces(judge, edited.clamp(-1, 1))
-    target = ATTRIBUTES[attribute].index(value)
-    out = {
-        "success": (after[attribute] == target).float().mean().item(),
-        "success_before": (before[attribute] == target).float().mean().item(),
-    }
-    others = [k for k in ATTRIBUTES if k != attribute]
-    out["others_kept"] = torch.stack([after[k] == before[k] for k in others]).all(0).float().mean().item()
-    out.update({f"kept_{k}": (after[k] == before[k]).float().mean().item() for k in others})
-    out["segmentation_consistency"] = segmentation_consistency(after["parts"], before["parts"])
-    return out
-
-
 def identity_similarity(x_gen: torch.Tensor, x0: torch.Tensor, face=None) -> float:
     """Identity similarity of edits to their sources, higher is closer (1 = same).
 
@@ -113,18 +90,15 @@ def identity_similarity(x_gen: torch.Tensor, x0: torch.Tensor, face=None) -> flo
 
 
 def manipulation_metrics(
-    clip, source: torch.Tensor, edited: torch.Tensor, target: str, reference: str, judged: tuple[str, str] | None = None
+    clip, source: torch.Tensor, edited: torch.Tensor, target: str, reference: str, face=None
 ) -> dict[str, float]:
-    """S_dir (Eq. 30) with the profile's CLIP and identity similarity; in the tiny world (``judged`` = the
-    judge's expected ``(attribute, value)``) also success, others kept and segmentation consistency by the judge."""
+    """S_dir (Eq. 30) with ``clip`` and the identity similarity of :func:`identity_similarity` (with ``face``, the
+    paper's ID metric)."""
     from dclip.losses import directional_similarity, text_direction
 
     with torch.no_grad():
         delta_t = text_direction(clip, target, reference)
-        out = {
+        return {
             "s_dir": directional_similarity(clip, edited.clamp(-1, 1), source, delta_t).item(),
-            "identity": identity_similarity(edited, source),
+            "identity": identity_similarity(edited, source, face),
         }
-    if judged is not None:
-        out.update(judge_edit(source, edited, *judged))
-    return out

@@ -7,6 +7,7 @@ CelebA-HQ model and their fine-tuned checkpoints), converted on load into diffus
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -21,7 +22,6 @@ from dclip.schedule import Schedule
 
 CONFIGS = Path(__file__).parent / "configs"
 DIFFUSION_MODELS: dict[str, dict] = json.loads((CONFIGS / "diffusion_models.json").read_text())
-TINY_WEIGHTS = Path(__file__).parent / "tinyworld" / "weights"
 
 
 class ModelNotAvailableError(OSError):
@@ -248,21 +248,11 @@ def unet_from_ddim_checkpoint(path: str | Path, config: dict):
     return unet
 
 
-def _tiny_unet():
-    from diffusers import UNet2DModel
-    from safetensors.torch import load_file
-
-    from dclip.tinyworld.train import load_config
-
-    weights = TINY_WEIGHTS / "tinyfaces.safetensors"
-    if not weights.exists():
-        raise ModelNotAvailableError(
-            f"the tiny world's DDPM weights are missing ({weights}); train them with "
-            "`python -m dclip.tinyworld.train ddpm`"
-        )
-    unet = UNet2DModel(**load_config("tinyfaces")["unet"])
-    unet.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
-    return unet
+def plugin(spec: str):
+    """The object named by ``"package.module:attribute"``: how the zoo reaches models defined above it (the tiny
+    world) without importing them."""
+    module, _, attribute = spec.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def load_diffusion(
@@ -294,8 +284,14 @@ def load_diffusion(
             else unet_from_ddim_checkpoint(source, DIFFUSION_MODELS["celeba-hq-sdedit"]["unet"])
         )
         entry = {"schedule": DIFFUSION_MODELS["celeba-hq"]["schedule"]}
-    elif entry["source"] == "tiny":
-        unet = _tiny_unet()
+    elif entry["source"] == "plugin":
+        unet = plugin(entry["unet"])()
+    elif entry["source"] == "random":  # an architecture with seeded random weights (the smoke world)
+        from diffusers import UNet2DModel
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(entry["seed"])
+            unet = UNet2DModel(**entry["unet"])
     elif entry["source"] == "ddim-checkpoint":
         unet = unet_from_ddim_checkpoint(_hub_file(name, entry["repo"], entry["file"]), entry["unet"])
     else:

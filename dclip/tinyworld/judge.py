@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dclip.metrics import segmentation_consistency
 from dclip.tinyworld.faces import ATTRIBUTES, PARTS
 
 
@@ -104,3 +105,23 @@ def load_judge(device: str | torch.device = "cpu") -> Judge:
     judge = Judge(**cfg["model"])
     judge.load_state_dict(load_file(str(weights / "judge.safetensors")))
     return judge.eval().requires_grad_(False).to(device)
+
+
+def judge_edit(source: torch.Tensor, edited: torch.Tensor, attribute: str, value: str, judge=None) -> dict[str, float]:
+    """The tiny world's referee for an edit: how often the judge (an independent classifier, never the guiding
+    CLIP) sees ``attribute = value`` in the edits, how often it saw it in the sources, how often every other
+    attribute is kept, and the segmentation consistency."""
+    if attribute not in ATTRIBUTES or value not in ATTRIBUTES[attribute]:
+        raise ValueError(f"unknown attribute value {attribute}={value!r}; known: {ATTRIBUTES}")
+    judge = judge or load_judge()
+    before, after = judge_faces(judge, source.clamp(-1, 1)), judge_faces(judge, edited.clamp(-1, 1))
+    target = ATTRIBUTES[attribute].index(value)
+    out = {
+        "success": (after[attribute] == target).float().mean().item(),
+        "success_before": (before[attribute] == target).float().mean().item(),
+    }
+    others = [k for k in ATTRIBUTES if k != attribute]
+    out["others_kept"] = torch.stack([after[k] == before[k] for k in others]).all(0).float().mean().item()
+    out.update({f"kept_{k}": (after[k] == before[k]).float().mean().item() for k in others})
+    out["segmentation_consistency"] = segmentation_consistency(after["parts"], before["parts"])
+    return out

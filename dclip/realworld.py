@@ -1,0 +1,224 @@
+"""The real world: a pretrained 256x256 DDPM (CelebA-HQ, or LSUN church / bedroom / cat), OpenAI's CLIP, ArcFace.
+
+Training images need no dataset download: the N images of Alg. 1 are samples of the pretrained DDPM itself
+(seeded, x0 clipped, cached on disk), which are in-domain by construction; test images are other samples
+(disjoint seeds) or the user's own photos (:meth:`RealWorld.photos`). The smoke world runs exactly this code on a
+small random UNet of the same architecture at 32x32 with the tiny CLIP, so CI executes every chapter's real path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from dclip.ddim import ddim_generate
+from dclip.losses import IdentityTerm
+from dclip.models import DIFFUSION_MODELS, DiffusionModel
+from dclip.worlds import World
+
+#: Seeds of the sampled images: image i of the training set is x_T drawn with seed TRAIN_SEED + i, image i of the
+#: test set with TEST_SEED + i; the ranges never meet for fewer than 10**6 images.
+TRAIN_SEED, TEST_SEED = 0, 1_000_000
+DEFAULT_SAMPLES = Path.home() / ".cache" / "dclip" / "samples"
+
+
+def sample_images(
+    model: DiffusionModel,
+    n: int,
+    *,
+    seed: int,
+    steps: int = 50,
+    batch_size: int = 8,
+    cache_dir: str | Path | None = DEFAULT_SAMPLES,
+    progress: bool = True,
+) -> torch.Tensor:
+    """``n`` samples of ``model`` (DDIM from x_T = N(0, I) at t = T - 1, ``steps`` steps, x0 clipped), image i drawn
+    from seed ``seed + i``: the same seed gives the same image whatever ``n``. [-1, 1], (n, 3, S, S), on the CPU.
+
+    Cached under ``cache_dir`` by the model's weights, seeds and steps (written atomically); None turns it off.
+    """
+    from dclip.finetune import fingerprint
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n={n!r} must be a positive int")
+    path = None
+    if cache_dir is not None:
+        key = hashlib.sha1(f"{fingerprint(model)}|{seed}|{n}|{steps}".encode()).hexdigest()[:16]
+        path = Path(cache_dir) / f"{model.name.replace('/', '_')}-seed{seed}-n{n}-S{steps}-{key}.pt"
+        cached = _load_samples(path, n, model.image_size)
+        if cached is not None:
+            return cached
+    shape = (3, model.image_size, model.image_size)
+    noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)])
+    chunks = []
+    with torch.no_grad():
+        for x_T in tqdm(noise.split(batch_size), disable=not progress, desc=f"sampling {n} images of {model.name}"):
+            x = ddim_generate(model, x_T.to(model.device), model.schedule, model.schedule.T - 1, steps, clip_x0=True)
+            chunks.append(x.clamp(-1, 1).float().cpu())
+    images = torch.cat(chunks)
+    if path is not None and torch.isfinite(images).all():
+        _save_atomic(images, path)
+    return images
+
+
+def _load_samples(path: Path, n: int, size: int) -> torch.Tensor | None:
+    if not path.exists():
+        return None
+    try:
+        images = torch.load(path, weights_only=True)
+    except Exception as e:  # a damaged file: sample again
+        warnings.warn(f"ignoring unreadable cached samples {path} ({type(e).__name__}); sampling again", stacklevel=3)
+        return None
+    if not isinstance(images, torch.Tensor) or tuple(images.shape) != (n, 3, size, size) or not images.isfinite().all():
+        warnings.warn(f"ignoring cached samples {path} that do not match the request; sampling again", stacklevel=3)
+        return None
+    return images
+
+
+def _save_atomic(tensor: torch.Tensor, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(tensor, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+class RealWorld(World):
+    """A pretrained 256x256 DDPM with OpenAI's CLIP ViT-B/16: the paper's setting (Table 5, Sec. 4)."""
+
+    _identity_missing = _lpips_missing = ""
+    why_not = {
+        "success": "no attribute classifier for real images here (the paper asked human raters)",
+        "others_kept": "no attribute classifier for real images here (the paper asked human raters)",
+        "segmentation_consistency": "no face parser for real images here (the paper used one, App. D.3)",
+    }
+
+    @property
+    def domain(self) -> str:
+        return DIFFUSION_MODELS[self.diffusion]["domain"]
+
+    @property
+    def is_face(self) -> bool:
+        return self.domain == "human face"
+
+    # --- identity (Eq. 11) -------------------------------------------------------------------------------------
+    def _load_identity(self) -> IdentityTerm | None:
+        if not self.is_face:
+            return None
+        from dclip.identity import IdentityUnavailable, arcface_identity
+
+        try:
+            return arcface_identity(device=self.device)
+        except IdentityUnavailable as e:
+            warnings.warn(f"lambda_ID is 0 on the {self.name} world: {e}", stacklevel=2)
+            self._identity_missing = str(e)
+            return None
+
+    @property
+    def identity_note(self) -> str:
+        if not self.is_face:
+            return f"no face-identity term for {self.domain} images: lambda_ID is 0, as in the paper's Table 5"
+        if self.identity is None:
+            return f"lambda_ID is 0 here: {self._identity_missing}"
+        return f"identity term: 1 - cos of {self.identity.cache_name} embeddings (the paper's ArcFace)"
+
+    # --- what can be measured ----------------------------------------------------------------------------------
+    @cached_property
+    def _lpips(self):
+        from dclip.metrics import MetricUnavailable, lpips_model
+
+        try:
+            return lpips_model(self.device)
+        except MetricUnavailable as e:
+            self._lpips_missing = str(e)
+            return None
+
+    @property
+    def measures(self) -> tuple[str, ...]:
+        have = {"s_dir", "ssim", "identity" if self.identity is not None else "", "lpips" if self._lpips else ""}
+        return tuple(k for k in ("s_dir", "identity", "lpips", "ssim") if k in have)
+
+    def unmeasured(self) -> dict[str, str]:
+        out = super().unmeasured()
+        if "identity" in out:
+            out["identity"] = self.identity_note
+        if "lpips" in out:
+            out["lpips"] = self._lpips_missing
+        return out
+
+    def _change_metrics(self, source: torch.Tensor, edited: torch.Tensor) -> dict[str, float]:
+        from dclip.metrics import ssim
+
+        out = {"ssim": ssim(source, edited)}
+        if self._lpips is not None:
+            with torch.no_grad():
+                out["lpips"] = self._lpips(source.float().clamp(-1, 1), edited.float().clamp(-1, 1)).mean().item()
+        return out
+
+    # --- images ------------------------------------------------------------------------------------------------
+    def training_images(self, n: int | None = None) -> torch.Tensor:
+        """N samples of the pretrained DDPM (seeds TRAIN_SEED + i), in-domain by construction (Alg. 1, step 1)."""
+        return self._samples(n or self.settings.n_train, TRAIN_SEED)
+
+    def _samples(self, n: int, seed: int) -> torch.Tensor:
+        return sample_images(self.model, n, seed=seed, steps=self.settings.sample_steps)
+
+    def test_images(self, n: int, *, neutral_for: str | None = None) -> torch.Tensor:
+        """Other samples of the DDPM (seeds TEST_SEED + i), never training images; for your own photos use
+        :meth:`photos`. ``neutral_for`` is accepted for the API's sake: a real world cannot tell what a face shows."""
+        return self._samples(n, TEST_SEED)
+
+    def photos(self, sources, *, align: bool = False) -> torch.Tensor:
+        """Your own images (paths, a folder, PIL images or arrays) at this world's size; ``align=True`` aligns
+        faces as FFHQ / CelebA-HQ were (:func:`dclip.align.align_face`, needs the ``faces`` extra)."""
+        from dclip.images import load_image
+
+        if align:
+            from dclip.align import align_faces
+
+            return align_faces(sources, size=self.image_size, device=self.device)
+        return load_image(sources, self.image_size)
+
+    def unseen_domain_images(self, n: int) -> torch.Tensor:
+        """Photographs from outside the model's domain (scikit-image's astronaut, cat and coffee, cycled)."""
+        from dclip.images import load_image, sample_photos
+
+        photos = list(sample_photos().values())
+        return load_image([photos[i % len(photos)] for i in range(n)], self.image_size)
+
+    def stroke_images(self, n: int, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block-colour "stroke paintings" (:func:`dclip.images.stroke_painting`) of test samples, and those samples."""
+        from dclip.images import stroke_painting
+
+        depicted = self._samples(n, TEST_SEED + 500_000 + 1000 * seed)
+        return stroke_painting(depicted, blocks=min(16, self.image_size // 2)), depicted
+
+
+class SmokeWorld(RealWorld):
+    """The real world's code on a small random UNet of the real architecture (``smoke-celeba-hq``, 32x32) with the
+    tiny CLIP and a small random face recognizer: every chapter's real path, fast enough for CI. Its images are
+    noise-like samples and its numbers mean nothing; it exists to run the plumbing."""
+
+    @property
+    def domain(self) -> str:
+        return "human face"  # the face plumbing (identity term) runs too
+
+    def _load_identity(self) -> IdentityTerm | None:
+        from dclip.identity import ArcFaceIdentity, random_backbone
+
+        return ArcFaceIdentity(random_backbone(), name="random-recognizer", input_size=32).to(self.device)
+
+    @property
+    def identity_note(self) -> str:
+        return "identity term: the ArcFace wrapper around a small random recognizer (the smoke world's stand-in)"

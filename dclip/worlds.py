@@ -1,0 +1,230 @@
+"""Worlds: everything a chapter needs from its setting, behind one API.
+
+world = dclip.world()                      # $DCLIP_WORLD (or $DCLIP_PROFILE), else real on a CUDA GPU, else tiny
+world.model, world.clip                    # eps_theta and the CLIP that guides it
+world.training_images()                    # the N images whose latents Alg. 1 starts from
+world.test_images(8)                       # held-out inputs, never the training images
+world.identity                             # the identity term of Eq. 11, or None (world.identity_note says why)
+world.evaluate(source, edited, "angry")    # every metric this world can measure; world.unmeasured() the rest
+
+A world is named in ``configs/worlds.json`` (its class as ``"module:Class"`` and its settings, as data), so this
+module imports no world: the tiny world lives in :mod:`dclip.tinyworld`, the real one in :mod:`dclip.realworld`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+from dclip.clip import CLIP, load_clip
+from dclip.losses import IdentityTerm
+from dclip.models import DiffusionModel, load_diffusion, plugin
+from dclip.recipes import Recipe, get_recipe, recipes_for
+
+WORLDS: dict[str, dict] = json.loads((Path(__file__).parent / "configs" / "worlds.json").read_text())
+ALIASES = {"real": "celeba-hq"}
+
+#: What a world may measure of an edit, with what each number means (Sec. 4.1, D.3).
+METRICS: dict[str, str] = {
+    "s_dir": "directional CLIP similarity S_dir (Eq. 30): does the change point along the text direction",
+    "identity": "identity similarity of edit and source (1 = same person)",
+    "lpips": "LPIPS distance of edit and source (0 = identical)",
+    "ssim": "SSIM of edit and source (1 = identical)",
+    "success": "share of edits an independent classifier sees with the target attribute",
+    "others_kept": "share of edits whose other attributes the classifier sees unchanged",
+    "segmentation_consistency": "pixel accuracy of the edit's face segmentation against the source's",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A world's settings, flat (``configs/worlds.json``): step counts, fine-tuning settings and size knobs."""
+
+    train_steps: tuple[int, int]  # (S_for, S_gen) while fine-tuning (Alg. 1)
+    test_steps: tuple[int, int]  # (S_for, S_gen) when editing (Alg. 3)
+    n_train: int  # N precomputed latents (Alg. 1, step 1)
+    finetune: dict  # FinetuneConfig settings beyond the recipe's (lr, epochs, batch size, ...)
+    finetune_alg2: dict  # what Alg. 2 changes of them on this world
+    sizes: dict[str, int]  # the batch sizes chapters scale by: "show", "eval", "samples", "table"
+    n_sweep: tuple[tuple[int, int, int], ...] = ()  # (N, epochs, batch size) of chapter 09's study of N
+    sample_steps: int = 50  # DDIM steps of a sampled image (worlds whose images are the model's samples)
+    notes: dict[str, str] = field(default_factory=dict)  # "tiny world vs paper" remarks, by topic
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Settings:
+        d = dict(d)
+        d["train_steps"], d["test_steps"] = tuple(d["train_steps"]), tuple(d["test_steps"])
+        d["n_sweep"] = tuple(tuple(row) for row in d.get("n_sweep", ()))
+        return cls(**d)
+
+
+class World:
+    """The setting a chapter runs in: models, images, the identity term, what can be measured, and settings.
+
+    Subclasses give the images (:meth:`training_images`, :meth:`test_images`, :meth:`unseen_domain_images`,
+    :meth:`stroke_images`), the identity term (:meth:`_load_identity`) and the judged metrics
+    (:meth:`_judge`); everything else is shared.
+    """
+
+    #: metrics of :data:`METRICS` this world computes, and why it cannot compute the others
+    measures: tuple[str, ...] = ("s_dir", "identity")
+    why_not: dict[str, str] = {}
+
+    def __init__(
+        self, name: str, *, diffusion: str, recipes: str, clip: str, settings: Settings, device: str | None = None
+    ):
+        self.name, self.diffusion, self.recipe_set, self.clip_name = name, diffusion, recipes, clip
+        self.settings = settings
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    # --- models ------------------------------------------------------------------------------------------------
+    @cached_property
+    def model(self) -> DiffusionModel:
+        """The pretrained eps_theta."""
+        return load_diffusion(self.diffusion, device=self.device)
+
+    @cached_property
+    def clip(self) -> CLIP:
+        return load_clip(self.clip_name, device=self.device)
+
+    @cached_property
+    def identity(self) -> IdentityTerm | None:
+        """The face-identity term of Eq. 11 (``1 - cos`` of face embeddings), or None where there is none."""
+        return self._load_identity()
+
+    def _load_identity(self) -> IdentityTerm | None:
+        return None
+
+    @property
+    def identity_note(self) -> str:
+        """What the identity term is here, in one sentence."""
+        return "no face-identity term in this world: lambda_ID is 0 (Eq. 11 keeps its L1 term)"
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    # --- recipes and settings ----------------------------------------------------------------------------------
+    @property
+    def recipes(self) -> list[Recipe]:
+        return recipes_for(self.recipe_set)
+
+    def recipe(self, name: str) -> Recipe:
+        return get_recipe(self.recipe_set, name)
+
+    def size(self, knob: str) -> int:
+        """A batch size chapters scale by (``"show"``, ``"eval"``, ``"samples"``, ``"table"``)."""
+        if knob not in self.settings.sizes:
+            raise ValueError(f"unknown size {knob!r}; this world has {sorted(self.settings.sizes)}")
+        return self.settings.sizes[knob]
+
+    def describe(self) -> str:
+        s = self.settings
+        return (
+            f"dclip world: {self.name} ({self.diffusion} DDPM, CLIP {self.clip_name}) on {self.device}; "
+            f"N = {s.n_train}, (S_for, S_gen) = {s.train_steps} to fine-tune, {s.test_steps} to edit"
+        )
+
+    # --- images ------------------------------------------------------------------------------------------------
+    def training_images(self, n: int | None = None) -> torch.Tensor:
+        """The N images of Alg. 1, [-1, 1] (N, 3, S, S)."""
+        raise NotImplementedError
+
+    def test_images(self, n: int, *, neutral_for: str | None = None) -> torch.Tensor:
+        """``n`` held-out inputs, never training images; ``neutral_for`` a recipe name: inputs that do not show its
+        target already, where the world can tell."""
+        raise NotImplementedError
+
+    def unseen_domain_images(self, n: int) -> torch.Tensor:
+        """Inputs from outside the model's training domain (Alg. 4)."""
+        raise NotImplementedError
+
+    def stroke_images(self, n: int, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(stroke paintings, the images they depict) for stroke-to-image (Alg. 4)."""
+        raise NotImplementedError
+
+    def counterfactuals(self, n: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Ground-truth edits: ``{change: (sources, the same images with only that change)}``; empty where the world
+        cannot render an image twice with one attribute changed (real photographs)."""
+        return {}
+
+    # --- evaluation --------------------------------------------------------------------------------------------
+    def evaluate(self, source: torch.Tensor, edited: torch.Tensor, recipe: str | None = None) -> dict[str, float]:
+        """Every metric of :attr:`measures` for edits of ``source`` (``recipe`` None: only what needs no target)."""
+        from dclip.metrics import identity_similarity, manipulation_metrics
+
+        source, edited = source.to(self.device), edited.to(self.device).clamp(-1, 1)
+        if recipe is None:
+            out = {"identity": identity_similarity(edited, source, self._identity_metric())}
+        else:
+            r = self.recipe(recipe)
+            out = manipulation_metrics(self.clip, source, edited, r.target, r.reference, self._identity_metric())
+        out.update(self._change_metrics(source, edited))
+        out.update(self._judge(source, edited, recipe))
+        ordered = [k for k in METRICS if k in self.measures] + [k for k in out if k not in METRICS]
+        return {k: out[k] for k in ordered if k in out}
+
+    def _identity_metric(self) -> IdentityTerm | None:
+        """The identity term the identity metric uses (None: the documented low-pass stand-in)."""
+        return self.identity
+
+    def _change_metrics(self, source: torch.Tensor, edited: torch.Tensor) -> dict[str, float]:
+        return {}
+
+    def _judge(self, source: torch.Tensor, edited: torch.Tensor, recipe: str | None) -> dict[str, float]:
+        """Metrics from an independent referee of the edit (the tiny world's judge); none by default."""
+        return {}
+
+    def unmeasured(self) -> dict[str, str]:
+        """The metrics of :data:`METRICS` this world cannot compute, each with the reason."""
+        return {k: self.why_not.get(k, "not available in this world") for k in METRICS if k not in self.measures}
+
+    def say_unmeasured(self) -> None:
+        """Print, once, what this world cannot measure and why (instead of printing nan)."""
+        for k, why in self.unmeasured().items():
+            print(f"not measured in the {self.name} world: {k} ({why})")
+
+
+def format_scores(scores: dict[str, float], keys: tuple[str, ...] | None = None) -> str:
+    """``"s_dir 0.31, identity 0.92, ..."``: the measured ``keys`` (default all) of ``scores``, two decimals."""
+    return ", ".join(f"{k} {scores[k]:.2f}" for k in (keys or scores) if k in scores)
+
+
+def world_names() -> list[str]:
+    return sorted(WORLDS) + sorted(ALIASES)
+
+
+def _default() -> str:
+    """Real with a CUDA GPU and the real weights cached or the hub reachable, else tiny."""
+    if not torch.cuda.is_available():
+        return "tiny"
+    from huggingface_hub import try_to_load_from_cache
+
+    from dclip.models import DIFFUSION_MODELS, hub_reachable
+
+    cached = try_to_load_from_cache(DIFFUSION_MODELS["celeba-hq"]["repo"], "config.json")
+    return "celeba-hq" if isinstance(cached, str) or hub_reachable() else "tiny"
+
+
+def world(name: str | None = None, *, device: str | None = None) -> World:
+    """The world to run: ``name``, else ``$DCLIP_WORLD`` (or ``$DCLIP_PROFILE``), else the real CelebA-HQ world on a
+    CUDA GPU with reachable or cached weights, else the tiny world. Names: :func:`world_names`."""
+    name = name or os.environ.get("DCLIP_WORLD") or os.environ.get("DCLIP_PROFILE") or _default()
+    name = ALIASES.get(name, name)
+    if name not in WORLDS:
+        raise ValueError(f"unknown world {name!r}: use one of {world_names()} (DCLIP_WORLD=...)")
+    entry = WORLDS[name]
+    settings = entry["settings"] if isinstance(entry["settings"], dict) else WORLDS[entry["settings"]]["settings"]
+    return plugin(entry["class"])(
+        name,
+        diffusion=entry["diffusion"],
+        recipes=entry["recipes"],
+        clip=entry["clip"],
+        settings=Settings.from_dict(settings),
+        device=device,
+    )
