@@ -1,4 +1,4 @@
-"""Baselines (paper D.5), cached fine-tuning, the profile pipeline, the notebooks' explorers and edit metrics."""
+"""Baselines (paper D.5), cached fine-tuning, the world's pipeline, the notebooks' explorers and edit metrics."""
 
 import functools
 
@@ -114,11 +114,11 @@ def test_identity_similarity_and_manipulation_metrics(images):
     assert set(m) == {"s_dir", "identity"} and -1 <= m["s_dir"] <= 1
 
 
-def test_pipeline_settings_come_from_recipe_and_profile():
+def test_pipeline_settings_come_from_recipe_and_world():
+    import dclip
     from dclip.pipeline import DiffusionCLIP
-    from dclip.profile import profile
 
-    pipe = DiffusionCLIP.from_profile(profile("tiny"))
+    pipe = DiffusionCLIP(dclip.world("tiny"))
     cfg = pipe.config("angry", epochs=3)
     assert (cfg.target, cfg.t0, cfg.epochs, cfg.lr, cfg.S_gen) == ("angry face", 500, 3, 2e-4, 6)
     assert pipe.training_images(4).shape == (4, 3, 32, 32)

@@ -45,7 +45,7 @@ def test_segmentation_consistency_is_pixel_accuracy():
 
 
 def test_judge_edit_scores_a_real_attribute_change():
-    from dclip.metrics import judge_edit
+    from dclip.tinyworld.judge import judge_edit
     from dclip.tinyworld.faces import make_faces
 
     src = make_faces(16, seed=5, split="in-domain", expression="neutral")

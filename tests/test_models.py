@@ -149,23 +149,6 @@ def test_clip_bad_names_and_texts_are_clear_errors():
         dclip.load_clip("ViT-B-32", pretrained="no-such-tag")
 
 
-def test_profile_can_be_forced(monkeypatch):
-    monkeypatch.setenv("DCLIP_PROFILE", "tiny")
-    p = dclip.profile()
-    assert p.name == "tiny" and p.diffusion == "tinyfaces" and p.image_size == 32 and "tiny" in p.describe()
-    monkeypatch.setenv("DCLIP_PROFILE", "real")
-    assert dclip.profile().diffusion == "celeba-hq" and dclip.profile().image_size == 256
-    monkeypatch.setenv("DCLIP_PROFILE", "huge")
-    with pytest.raises(ValueError, match="unknown profile"):
-        dclip.profile()
-
-
-def test_without_a_gpu_the_default_profile_is_tiny(monkeypatch):
-    monkeypatch.delenv("DCLIP_PROFILE", raising=False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert dclip.profile().name == "tiny"
-
-
 def test_tiny_model_in_half_precision_and_compiled():
     model = load_diffusion("tinyfaces", device="cpu", dtype=torch.float16)
     assert next(model.unet.parameters()).dtype == torch.float16

@@ -1,0 +1,184 @@
+"""Worlds: one API for the tiny, smoke and real settings; the real world's sampled images, identity term and
+evaluation; no core module imports the tiny world, and the package has no import cycle."""
+
+import ast
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import dclip
+from dclip.pipeline import DiffusionCLIP
+from dclip.worlds import METRICS
+
+PACKAGE = Path(dclip.__file__).parent
+
+
+def test_core_modules_import_no_tiny_world_module():
+    code = "import sys, dclip.models, dclip.finetune, dclip.editing, dclip.metrics, dclip.losses, dclip.clip, dclip.worlds"
+    code += "; print(sorted(m for m in sys.modules if m.startswith('dclip.tinyworld')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dclip"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("dclip")}
+    return found
+
+
+def test_the_package_has_no_import_cycle_even_through_function_level_imports():
+    graph = {}
+    for f in PACKAGE.rglob("*.py"):
+        mod = ".".join(f.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        graph[mod] = _imports(f) - {"dclip"}
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in graph.get(node, ()):
+            assert state.get(dep) != 1, f"import cycle: {' -> '.join(path + [dep])}"
+            if dep not in state:
+                visit(dep, path + [dep])
+        state[node] = 2
+
+    for mod in graph:
+        if mod not in state:
+            visit(mod, [mod])
+    below = [m for m in graph if not m.startswith("dclip.tinyworld")]
+    assert not [m for m in below if any(d.startswith("dclip.tinyworld") for d in graph[m])]
+
+
+def test_no_module_outside_the_world_definitions_branches_on_a_world_name():
+    for f in PACKAGE.glob("*.py"):
+        text = f.read_text()
+        for name in ("tiny", "real", "smoke"):
+            assert f'== "{name}"' not in text and f"== '{name}'" not in text, f"{f.name} branches on {name!r}"
+
+
+def test_world_is_chosen_by_name_environment_or_hardware(monkeypatch):
+    monkeypatch.delenv("DCLIP_PROFILE", raising=False)
+    monkeypatch.setenv("DCLIP_WORLD", "smoke")
+    assert dclip.world().name == "smoke"
+    monkeypatch.delenv("DCLIP_WORLD")
+    monkeypatch.setenv("DCLIP_PROFILE", "real")
+    w = dclip.world()
+    assert (w.name, w.diffusion, w.settings.n_train, w.settings.test_steps) == ("celeba-hq", "celeba-hq", 50, (200, 40))
+    monkeypatch.setenv("DCLIP_PROFILE", "huge")
+    with pytest.raises(ValueError, match="unknown world 'huge'"):
+        dclip.world()
+    monkeypatch.delenv("DCLIP_PROFILE")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert dclip.world().name == "tiny"
+    assert [dclip.world(n).diffusion for n in ("church", "bedroom", "cat")] == ["church", "bedroom", "cat"]
+
+
+def test_the_real_world_has_the_papers_settings():
+    w = dclip.world("celeba-hq")
+    s = w.settings
+    assert s.finetune == {"lr": 4e-6, "epochs": 1, "batch_size": 1} and s.train_steps == (40, 6)
+    assert w.recipe("angry").t0 == 500 and w.recipe("angry").lambda_id == 0.3
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    return dclip.world("smoke", device="cpu")
+
+
+def test_real_training_images_are_n_distinct_model_samples_disjoint_from_test_images(smoke, tmp_path, monkeypatch):
+    from dclip import realworld
+
+    monkeypatch.setattr(realworld, "DEFAULT_SAMPLES", tmp_path)
+    full = dclip.world("smoke-full", device="cpu")
+    assert full.settings.n_train == 50
+    train = realworld.sample_images(smoke.model, 50, seed=realworld.TRAIN_SEED, steps=2, cache_dir=tmp_path)
+    test = realworld.sample_images(smoke.model, 8, seed=realworld.TEST_SEED, steps=2, cache_dir=tmp_path)
+    assert train.shape == (50, 3, 32, 32) and train.abs().max() <= 1
+    flat = torch.cat([train, test]).flatten(1)
+    d = torch.cdist(flat, flat) + torch.eye(58) * 1e9
+    assert d.min() > 1.0  # 58 different images: no training image repeats, none is a test image
+    again = realworld.sample_images(smoke.model, 8, seed=realworld.TRAIN_SEED, steps=2, cache_dir=tmp_path)
+    assert torch.equal(again, train[:8])  # image i depends on its seed, not on n (same batches of 8)
+
+
+def test_sampled_images_are_cached_and_a_damaged_cache_is_resampled(smoke, tmp_path):
+    from dclip.realworld import sample_images
+
+    first = sample_images(smoke.model, 2, seed=5, steps=2, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("*.pt")
+    assert torch.equal(sample_images(smoke.model, 2, seed=5, steps=2, cache_dir=tmp_path), first)
+    path.write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="unreadable cached samples"):
+        assert torch.equal(sample_images(smoke.model, 2, seed=5, steps=2, cache_dir=tmp_path), first)
+
+
+def test_real_lambda_id_is_the_recipes_with_the_identity_package_and_warns_without(monkeypatch):
+    from dclip import identity as identity_module
+    from dclip.identity import ArcFaceIdentity, IdentityUnavailable, random_backbone
+
+    w = dclip.world("celeba-hq", device="cpu")
+    monkeypatch.setattr(
+        identity_module, "arcface_identity", lambda device="cpu": ArcFaceIdentity(random_backbone(), name="arcface")
+    )
+    assert DiffusionCLIP(w).config("angry").lambda_id == 0.3
+
+    def missing(device="cpu"):
+        raise IdentityUnavailable("pip install 'dclip[faces]'")
+
+    w = dclip.world("celeba-hq", device="cpu")
+    monkeypatch.setattr(identity_module, "arcface_identity", missing)
+    with pytest.warns(UserWarning, match="lambda_ID is 0 on the celeba-hq world"):
+        assert w.identity is None
+    with pytest.warns(UserWarning, match="asks lambda_ID = 0.3"):
+        assert DiffusionCLIP(w).config("angry").lambda_id == 0.0
+    assert "identity" in w.unmeasured() and "dclip[faces]" in w.unmeasured()["identity"]
+
+
+def test_arcface_identity_crops_the_face_box_and_is_zero_for_the_same_image():
+    from dclip.identity import ArcFaceIdentity, random_backbone
+
+    term = ArcFaceIdentity(random_backbone(), name="r", input_size=32)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert term(x, x).abs().max() < 1e-5
+    y = x.clone()
+    y[..., :4, :] = 1  # outside the face box (rows 35:223 of 256 -> 9:56 of 64): not seen
+    assert term(y, x).abs().max() < 1e-5
+    expected = torch.nn.functional.adaptive_avg_pool2d(x[..., 9:56, 8:55], 32)  # 35:223, 32:220 of 256, scaled
+    assert torch.equal(term.crop(x), expected)
+    assert term(-torch.ones_like(x), torch.ones_like(x)).min() > 0.1  # black vs white faces differ
+    assert term.cache_name.startswith("arcface[r:")
+
+
+def test_smoke_world_runs_the_real_path_and_reports_only_what_it_measures(smoke):
+    pipe = DiffusionCLIP(smoke)
+    x = smoke.test_images(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the smoke world has an identity term: no lambda_ID warning
+        cfg = pipe.config("angry")
+    assert cfg.lambda_id == 0.3 and cfg.S_gen == 2
+    scores = smoke.evaluate(x, x.flip(-1), "angry")
+    assert {"s_dir", "identity", "ssim"} <= set(scores) <= set(METRICS)
+    assert not any(v != v for v in scores.values())  # no nan
+    assert set(smoke.unmeasured()) == set(METRICS) - set(scores)
+    strokes, depicted = smoke.stroke_images(2)
+    assert strokes.shape == depicted.shape == (2, 3, 32, 32)
+
+
+def test_tiny_world_judges_edits_and_picks_neutral_sources():
+    from dclip.tinyworld.faces import ATTRIBUTES
+    from dclip.tinyworld.judge import judge_faces
+
+    w = dclip.world("tiny", device="cpu")
+    x = w.test_images(16, neutral_for="angry")
+    assert (judge_faces(w.judge, x)["expression"] != ATTRIBUTES["expression"].index("angry")).all()
+    scores = w.evaluate(x, x, "angry")
+    assert scores["success"] == 0 and scores["others_kept"] == 1 and scores["identity"] == pytest.approx(1)
+    assert set(w.unmeasured()) == {"lpips", "ssim"}
+    assert set(w.counterfactuals(2)) == {"expression angry", "hair red", "beard"}
