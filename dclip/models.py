@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dclip.budget import record
 from dclip.schedule import Schedule
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -40,7 +41,10 @@ class DiffusionModel(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         dtype = next(self.unet.parameters()).dtype
-        return self.unet(x.to(dtype), t).sample.to(x.dtype)
+        count_backward = record(x)  # before the call: a checkpoint's recomputation may stop inside the UNet
+        eps = self.unet(x.to(dtype), t).sample.to(x.dtype)
+        count_backward(eps)
+        return eps
 
     @property
     def device(self) -> torch.device:

@@ -76,10 +76,18 @@ class World:
     why_not: dict[str, str] = {}
 
     def __init__(
-        self, name: str, *, diffusion: str, recipes: str, clip: str, settings: Settings, device: str | None = None
+        self,
+        name: str,
+        *,
+        diffusion: str,
+        recipes: str,
+        clip: str,
+        settings: Settings,
+        settings_name: str | None = None,
+        device: str | None = None,
     ):
         self.name, self.diffusion, self.recipe_set, self.clip_name = name, diffusion, recipes, clip
-        self.settings = settings
+        self.settings, self.settings_name = settings, settings_name or name  # whose settings (for cost tables)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     # --- models ------------------------------------------------------------------------------------------------
@@ -122,6 +130,12 @@ class World:
         if knob not in self.settings.sizes:
             raise ValueError(f"unknown size {knob!r}; this world has {sorted(self.settings.sizes)}")
         return self.settings.sizes[knob]
+
+    def budget(self, chapter: str) -> str:
+        """A chapter's cost in this world (:func:`dclip.budget.chapter_budget`)."""
+        from dclip.budget import chapter_budget
+
+        return chapter_budget(chapter, self)
 
     def describe(self) -> str:
         s = self.settings
@@ -219,12 +233,13 @@ def world(name: str | None = None, *, device: str | None = None) -> World:
     if name not in WORLDS:
         raise ValueError(f"unknown world {name!r}: use one of {world_names()} (DCLIP_WORLD=...)")
     entry = WORLDS[name]
-    settings = entry["settings"] if isinstance(entry["settings"], dict) else WORLDS[entry["settings"]]["settings"]
+    owner = name if isinstance(entry["settings"], dict) else entry["settings"]
     return plugin(entry["class"])(
         name,
         diffusion=entry["diffusion"],
         recipes=entry["recipes"],
         clip=entry["clip"],
-        settings=Settings.from_dict(settings),
+        settings=Settings.from_dict(WORLDS[owner]["settings"]),
+        settings_name=owner,
         device=device,
     )

@@ -1,0 +1,69 @@
+"""What a chapter costs, independent of the device: UNet image-evaluations, and what they mean on a T4.
+
+One image-evaluation is one image through eps_theta's forward pass; a backward pass through it counts as two, and
+a forward recomputed by activation checkpointing counts again. :class:`EvalCounter` counts them while it is
+active; ``benchmarks/real_dryrun.py`` runs every chapter with one and stores the table in
+``configs/chapter_costs.json``, which :func:`chapter_budget` reads for a chapter's first cell.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+COSTS_FILE = Path(__file__).parent / "configs" / "chapter_costs.json"
+_active: list[EvalCounter] = []
+
+
+class EvalCounter:
+    """``with EvalCounter() as c: ...``: ``c.forward`` and ``c.backward`` image-evaluations, ``c.total`` both."""
+
+    def __init__(self) -> None:
+        self.forward = self.backward = 0
+
+    @property
+    def total(self) -> int:
+        return self.forward + 2 * self.backward
+
+    def __enter__(self) -> EvalCounter:
+        _active.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _active.remove(self)
+
+
+def record(x: torch.Tensor) -> Callable[[torch.Tensor], None]:
+    """Count one forward pass of a batch ``x`` through eps_theta, now (a checkpoint's recomputation may stop inside
+    the UNet); the returned function, given the output eps, counts the backward pass when gradients reach it. A
+    checkpointed step so counts forward, recomputed forward and backward: 4 per image."""
+    counters, n = list(_active), x.shape[0]
+    for c in counters:
+        c.forward += n
+
+    def count_backward(eps: torch.Tensor) -> None:
+        if counters and eps.requires_grad:
+            eps.register_hook(lambda grad: [setattr(c, "backward", c.backward + n) for c in counters] and None)
+
+    return count_backward
+
+
+def chapter_costs() -> dict:
+    return json.loads(COSTS_FILE.read_text()) if COSTS_FILE.exists() else {}
+
+
+def chapter_budget(chapter: str, world) -> str:
+    """One line for a chapter's first cell: its UNet image-evaluations in this world (as measured by
+    ``benchmarks/real_dryrun.py``) and, for the 256x256 worlds, the time that would take on a T4."""
+    table = chapter_costs()
+    row = table.get("worlds", {}).get(world.settings_name, {}).get(chapter)
+    if row is None:
+        return f"chapter {chapter}: no measured cost for the {world.name} world (run benchmarks/real_dryrun.py)"
+    line = f"chapter {chapter} on the {world.name} world: about {row['evals']:,} UNet image-evaluations"
+    t4 = table.get("t4_seconds_per_eval", {}).get(world.settings_name)
+    if t4:
+        line += f", about {row['evals'] * t4 / 60:.0f} min of UNet time on a Colab T4 (estimated, not measured)"
+    return line
