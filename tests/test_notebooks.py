@@ -73,3 +73,24 @@ def test_code_cells_stay_short(path):
     for x in cells(path):
         if x["cell_type"] == "code":
             assert len(source(x).splitlines()) <= 25, source(x)[:80]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_runs_the_real_worlds_code_path_in_the_smoke_world(path, tmp_path):
+    """Every chapter, top to bottom, in the smoke world (the real world's code on a small random UNet of its
+    architecture, with the tiny CLIP): no cell fails. Outputs are not compared, the numbers mean nothing there."""
+    import os
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    env = {"DCLIP_WORLD": "smoke", "TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
+    nb = nbformat.read(path, as_version=4)
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        for k, v in before.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)

@@ -7,6 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -182,3 +183,29 @@ def test_tiny_world_judges_edits_and_picks_neutral_sources():
     assert scores["success"] == 0 and scores["others_kept"] == 1 and scores["identity"] == pytest.approx(1)
     assert set(w.unmeasured()) == {"lpips", "ssim"}
     assert set(w.counterfactuals(2)) == {"expression angry", "hair red", "beard"}
+
+
+def test_ffhq_quad_centres_a_level_face_and_turns_with_it():
+    from dclip.align import ffhq_quad
+
+    lm = np.zeros((68, 2))
+    lm[36:42], lm[42:48], lm[48], lm[54] = (40, 50), (60, 50), (45, 70), (55, 70)
+    np.testing.assert_allclose(ffhq_quad(lm), [[10, 12], [90, 12], [90, 92], [10, 92]])
+    turned = lm @ np.array([[0.0, 1.0], [-1.0, 0.0]])  # the same face rotated by 90 degrees
+    np.testing.assert_allclose(ffhq_quad(turned), ffhq_quad(lm) @ np.array([[0.0, 1.0], [-1.0, 0.0]]), atol=1e-9)
+    with pytest.raises(ValueError, match="68"):
+        ffhq_quad(lm[:5])
+
+
+def test_crop_quad_of_an_upright_square_is_the_plain_crop():
+    from PIL import Image
+
+    from dclip.align import crop_quad
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray((rng.random((100, 100, 3)) * 255).astype(np.uint8)).resize((100, 100))
+    image = image.resize((25, 25)).resize((100, 100), Image.BILINEAR)  # smooth, so resampling paths agree
+    quad = np.array([[10.0, 12.0], [90.0, 12.0], [90.0, 92.0], [10.0, 92.0]])
+    got = np.asarray(crop_quad(image, quad, 16), dtype=float)
+    want = np.asarray(image.crop((10, 12, 90, 92)).resize((16, 16), Image.LANCZOS), dtype=float)
+    assert np.abs(got - want).mean() < 3  # of 255

@@ -1,0 +1,151 @@
+"""Run every chapter in one world and print, per chapter: seconds, peak GPU memory, UNet image-evaluations.
+
+    python benchmarks/real_dryrun.py --world smoke-full            # any machine: the counts of the real world's
+                                                                   # settings (small random UNet, tiny CLIP)
+    python benchmarks/real_dryrun.py --world celeba-hq --random-weights   # a CUDA GPU, offline: random weights of
+                                                                   # the real architectures in a temporary HF cache
+    python benchmarks/real_dryrun.py --world smoke-full --store    # also write dclip/configs/chapter_costs.json
+
+UNet image-evaluations (dclip.budget: one image through the forward pass; a backward counts two, a checkpointed
+recomputation once more) depend only on a world's settings, not on the device or the weights, so the smoke-full
+world (the real world's settings and code on a 32x32 random UNet) gives the real world's counts on a CPU. Time and
+memory need the real architecture on a GPU: ``--random-weights`` writes the google/ddpm-celebahq-256 UNet
+(architecture of ``configs/diffusion_models.json``) and open_clip's ViT-B-16-quickgelu with random weights into a
+temporary Hugging Face cache and runs offline, so nothing is downloaded; the images are noise, the costs are real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+T4_FP16_TFLOPS = 25.0  # a T4's sustained fp16 tensor-core rate on convolutions, roughly a third of its 65 peak
+
+START = """import time, json, torch
+from dclip.budget import EvalCounter
+_counter = EvalCounter().__enter__()
+_start = time.perf_counter()
+if torch.cuda.is_available():
+    torch.cuda.reset_peak_memory_stats()"""
+END = """print("DRYRUN" + json.dumps({"evals": _counter.total, "seconds": time.perf_counter() - _start,
+    "peak_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None}))"""
+
+
+def random_weights_cache(folder: Path) -> None:
+    """The real UNet and CLIP with random weights, laid out as a Hugging Face cache in ``folder``."""
+    import open_clip
+    import torch
+    from diffusers import UNet2DModel
+    from safetensors.torch import save_file
+
+    from dclip.models import DIFFUSION_MODELS
+
+    def snapshot(repo: str) -> Path:
+        rev = "0" * 40
+        root = folder / f"models--{repo.replace('/', '--')}"
+        (root / "refs").mkdir(parents=True, exist_ok=True)
+        (root / "refs" / "main").write_text(rev)
+        (root / "snapshots" / rev).mkdir(parents=True, exist_ok=True)
+        return root / "snapshots" / rev
+
+    torch.manual_seed(0)
+    UNet2DModel(**DIFFUSION_MODELS["celeba-hq-sdedit"]["unet"]).save_pretrained(
+        snapshot(DIFFUSION_MODELS["celeba-hq"]["repo"])
+    )
+    clip = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None)
+    repo = open_clip.get_pretrained_cfg("ViT-B-16-quickgelu", "openai")["hf_hub"].strip("/")
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, snapshot(repo) / "open_clip_model.safetensors")
+
+
+def run_chapter(path: Path, env: dict[str, str]) -> dict:
+    nb = nbformat.read(path, as_version=4)
+    nb.cells = [c for c in nb.cells if "NBVAL_SKIP" not in c.source]  # the Colab install cell
+    nb.cells.insert(0, nbformat.v4.new_code_cell(START))
+    nb.cells.append(nbformat.v4.new_code_cell(END))
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with tempfile.TemporaryDirectory() as cwd:
+            NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": cwd}}).execute()
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    text = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+    return json.loads(text.split("DRYRUN", 1)[1])
+
+
+def unet_gflops(world: str) -> float:
+    """Forward GFLOPs of one image through the world's UNet (torch's FLOP counter, on the CPU)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dclip.models import load_diffusion
+
+    name = "celeba-hq-sdedit" if world in ("celeba-hq", "smoke-full") else world
+    from dclip.models import DIFFUSION_MODELS
+
+    if name == "celeba-hq-sdedit":
+        from diffusers import UNet2DModel
+
+        unet = UNet2DModel(**DIFFUSION_MODELS[name]["unet"]).eval()
+    else:
+        unet = load_diffusion(name, device="cpu").unet
+    size = unet.config.sample_size
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        unet(torch.zeros(1, 3, size, size), torch.tensor([500]))
+    return counter.get_total_flops() / 1e9
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--world", default="smoke-full")
+    p.add_argument("--random-weights", action="store_true", help="real architectures, random weights, offline")
+    p.add_argument("--chapters", nargs="*", help="e.g. 03 05 (default: all)")
+    p.add_argument("--store", action="store_true", help="write the counts to dclip/configs/chapter_costs.json")
+    a = p.parse_args(argv)
+    env = {"DCLIP_WORLD": a.world, "TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
+    tmp = tempfile.TemporaryDirectory()
+    if a.random_weights:
+        random_weights_cache(Path(tmp.name))
+        env.update(HF_HUB_CACHE=tmp.name, HF_HUB_OFFLINE="1", DCLIP_CACHE=str(Path(tmp.name) / "dclip"))
+    rows = {}
+    print(f"{'chapter':<34} {'seconds':>8} {'peak GB':>8} {'UNet evals':>11}", flush=True)
+    for path in NOTEBOOKS:
+        if a.chapters and path.stem[:2] not in a.chapters:
+            continue
+        start = time.perf_counter()
+        r = run_chapter(path, env)
+        rows[path.stem[:2]] = r
+        peak = "-" if r["peak_gb"] is None else f"{r['peak_gb']:.1f}"
+        print(f"{path.stem:<34} {time.perf_counter() - start:8.0f} {peak:>8} {r['evals']:>11,}", flush=True)
+    print(f"total UNet image-evaluations: {sum(r['evals'] for r in rows.values()):,}")
+    if a.store:
+        from dclip.budget import COSTS_FILE
+        from dclip.worlds import WORLDS
+
+        entry = WORLDS[a.world]
+        owner = a.world if isinstance(entry["settings"], dict) else entry["settings"]
+        table = json.loads(COSTS_FILE.read_text()) if COSTS_FILE.exists() else {"worlds": {}}
+        table["worlds"][owner] = {k: {"evals": r["evals"]} for k, r in sorted(rows.items())}
+        if owner == "celeba-hq":
+            gflops = unet_gflops(owner)
+            table["unet_gflops"] = {owner: round(gflops, 1)}
+            table["t4_seconds_per_eval"] = {owner: round(gflops / (T4_FP16_TFLOPS * 1e3), 4)}
+            table["_t4"] = f"T4 time = evaluations x forward GFLOPs / {T4_FP16_TFLOPS} TFLOP/s: an estimate, not measured"
+        COSTS_FILE.write_text(json.dumps(table, indent=1) + "\n")
+        print(f"stored in {COSTS_FILE}")
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
