@@ -141,7 +141,9 @@ def main(argv: list[str] | None = None) -> None:
             gflops = unet_gflops(owner)
             table["unet_gflops"] = {owner: round(gflops, 1)}
             table["t4_seconds_per_eval"] = {owner: round(gflops / (T4_FP16_TFLOPS * 1e3), 4)}
-            table["_t4"] = f"T4 time = evaluations x forward GFLOPs / {T4_FP16_TFLOPS} TFLOP/s: an estimate, not measured"
+            table["_t4"] = (
+                f"T4 time = evaluations x forward GFLOPs / {T4_FP16_TFLOPS} TFLOP/s: an estimate, not measured"
+            )
         COSTS_FILE.write_text(json.dumps(table, indent=1) + "\n")
         print(f"stored in {COSTS_FILE}")
     tmp.cleanup()

@@ -26,7 +26,7 @@ from dclip.losses import text_direction
 from dclip.metrics import manipulation_metrics
 from dclip.pipeline import DiffusionCLIP
 from dclip.tinyworld.faces import OUT_OF_DOMAIN, make_faces
-from dclip.tinyworld.judge import RECIPE_TARGETS
+from dclip.tinyworld.judge import RECIPE_TARGETS, judge_edit
 
 METHODS = ("DiffusionCLIP", "latent optimisation", "CLIP-guided sampling", "SDEdit (no text)")
 
@@ -55,7 +55,7 @@ def main() -> None:
     p.add_argument("--figure", type=Path, default=None, help="save PNG bar charts of success and others kept")
     a = p.parse_args()
     torch.manual_seed(0)
-    pipe = DiffusionCLIP.from_profile(dclip.profile("tiny"))
+    pipe = DiffusionCLIP(dclip.world("tiny"))
     x0 = make_faces(a.n, seed=200, split="in-domain").images
     print("| edit | domain | method | S_dir | identity | success (before) | others kept | SC | seconds |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -72,7 +72,7 @@ def main() -> None:
             with torch.no_grad():
                 x = edit_with(method, pipe, r, x0, x_t0, d, tuned, a).clamp(-1, 1)
             seconds = time.perf_counter() - start
-            m = manipulation_metrics(pipe.clip, x0, x, r.target, r.reference, (attribute, value))
+            m = {**manipulation_metrics(pipe.clip, x0, x, r.target, r.reference), **judge_edit(x0, x, attribute, value)}
             scores.setdefault(f"{name} ({domain})", {})[method] = m
             print(
                 f"| {r.target} (t0={r.t0}) | {domain} | {method} | {m['s_dir']:.3f} | {m['identity']:.3f} | "

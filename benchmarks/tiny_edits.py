@@ -1,6 +1,6 @@
 """Fine-tune the tiny DDPM on a tiny-world recipe and judge the edits of held-out faces.
 
-    python benchmarks/tiny_edits.py --recipe angry                  # the tiny profile's settings
+    python benchmarks/tiny_edits.py --recipe angry                  # the tiny world's settings
     python benchmarks/tiny_edits.py --recipe zombie --algorithm 2
     python benchmarks/tiny_edits.py --recipe angry --seeds 0 1 2 3   # a row per training seed, and their mean
 
@@ -25,22 +25,21 @@ import dclip
 from dclip.editing import manipulate
 from dclip.finetune import FinetuneConfig, finetune, precompute_latents
 from dclip.losses import directional_similarity, lowpass_identity, text_direction
-from dclip.metrics import judge_edit
 from dclip.tinyworld.faceid import faceid_identity
 from dclip.tinyworld.faces import ATTRIBUTES, make_faces
 from dclip.tinyworld.judge import RECIPE_TARGETS as EXPECTED
-from dclip.tinyworld.judge import judge_faces, load_judge
+from dclip.tinyworld.judge import judge_edit, judge_faces, load_judge
 
-SHIPPED = dclip.profile("tiny").finetune  # the fine-tuning settings the notebooks use in the tiny world
+SHIPPED = dclip.world("tiny").settings.finetune  # the fine-tuning settings the notebooks use in the tiny world
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", default="angry", choices=sorted(EXPECTED))
-    p.add_argument("--lr", type=float, default=SHIPPED["lr"], help="default: the tiny profile's")
-    p.add_argument("--epochs", type=int, default=SHIPPED["epochs"], help="default: the tiny profile's")
+    p.add_argument("--lr", type=float, default=SHIPPED["lr"], help="default: the tiny world's")
+    p.add_argument("--epochs", type=int, default=SHIPPED["epochs"], help="default: the tiny world's")
     p.add_argument("--lr-every", type=int, default=50, help="multiply the lr by 1.2 every this many batches")
-    p.add_argument("--batch", type=int, default=SHIPPED["batch_size"], help="default: the tiny profile's")
+    p.add_argument("--batch", type=int, default=SHIPPED["batch_size"], help="default: the tiny world's")
     p.add_argument("--algorithm", type=int, default=1)
     p.add_argument("--lambda-l1", type=float, default=None, help="default: the recipe's")
     p.add_argument("--lambda-id", type=float, default=None, help="default: the recipe's")

@@ -38,11 +38,14 @@ class DiffusionModel(nn.Module):
     def __init__(self, unet: nn.Module, schedule: Schedule, image_size: int, name: str):
         super().__init__()
         self.unet, self.schedule, self.image_size, self.name = unet, schedule, image_size, name
+        #: run the UNet under autocast in this dtype (fp16 on a T4, bf16 on newer GPUs); None: the weights' dtype
+        self.autocast_dtype: torch.dtype | None = None
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         dtype = next(self.unet.parameters()).dtype
         count_backward = record(x)  # before the call: a checkpoint's recomputation may stop inside the UNet
-        eps = self.unet(x.to(dtype), t).sample.to(x.dtype)
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            eps = self.unet(x.to(dtype), t).sample.to(x.dtype)
         count_backward(eps)
         return eps
 

@@ -104,6 +104,18 @@ class RealWorld(World):
         "segmentation_consistency": "no face parser for real images here (the paper used one, App. D.3)",
     }
 
+    @cached_property
+    def model(self) -> DiffusionModel:
+        """The pretrained eps_theta; on CUDA its UNet runs under autocast (fp16 on a T4, bf16 where supported) for
+        inversion and generation too, as fine-tuning does (:func:`dclip.finetune.autocast_dtype`)."""
+        from dclip.finetune import autocast_dtype
+        from dclip.models import load_diffusion
+
+        model = load_diffusion(self.diffusion, device=self.device)
+        if model.device.type == "cuda":
+            model.autocast_dtype = autocast_dtype("auto", model.device)
+        return model
+
     @property
     def domain(self) -> str:
         return DIFFUSION_MODELS[self.diffusion]["domain"]

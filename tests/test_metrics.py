@@ -45,8 +45,8 @@ def test_segmentation_consistency_is_pixel_accuracy():
 
 
 def test_judge_edit_scores_a_real_attribute_change():
-    from dclip.tinyworld.judge import judge_edit
     from dclip.tinyworld.faces import make_faces
+    from dclip.tinyworld.judge import judge_edit
 
     src = make_faces(16, seed=5, split="in-domain", expression="neutral")
     angry = make_faces(16, seed=5, split="in-domain", expression="angry")  # same faces, other expression

@@ -90,7 +90,17 @@ def test_chapter_runs_the_real_worlds_code_path_in_the_smoke_world(path, tmp_pat
     before = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+        client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+        client.execute()
     finally:
         for k, v in before.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_code_asks_its_world_and_never_branches_on_a_world_name(path):
+    code = "\n".join(source(x) for x in cells(path) if x["cell_type"] == "code")
+    assert re.search(r"\.name\s*[!=]=", code) is None
+    assert re.search(r"[!=]=\s*['\"](tiny|real|smoke|celeba-hq)['\"]", code) is None
+    assert "dclip.tinyworld" not in code and "profile" not in code
+    assert "world = dclip.world()" in code and 'world.budget("' + path.stem[:2] + '")' in code

@@ -19,7 +19,8 @@ PACKAGE = Path(dclip.__file__).parent
 
 
 def test_core_modules_import_no_tiny_world_module():
-    code = "import sys, dclip.models, dclip.finetune, dclip.editing, dclip.metrics, dclip.losses, dclip.clip, dclip.worlds"
+    code = "import sys, dclip.models, dclip.finetune, dclip.editing, dclip.metrics, dclip.losses, dclip.clip"
+    code += ", dclip.worlds, dclip.pipeline, dclip.realworld"
     code += "; print(sorted(m for m in sys.modules if m.startswith('dclip.tinyworld')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -209,3 +210,15 @@ def test_crop_quad_of_an_upright_square_is_the_plain_crop():
     got = np.asarray(crop_quad(image, quad, 16), dtype=float)
     want = np.asarray(image.crop((10, 12, 90, 92)).resize((16, 16), Image.LANCZOS), dtype=float)
     assert np.abs(got - want).mean() < 3  # of 255
+
+
+def test_a_model_under_autocast_returns_float32_close_to_the_float32_path():
+    model = dclip.load_diffusion("tinyfaces", device="cpu")
+    x, t = torch.rand(2, 3, 32, 32) * 2 - 1, torch.tensor([500, 500])
+    with torch.no_grad():
+        full = model(x, t)
+        model.autocast_dtype = torch.bfloat16  # what a GPU world sets (fp16 on a T4); bf16 autocast runs on CPUs too
+        half = model(x, t)
+    assert half.dtype == torch.float32 and not torch.equal(half, full)
+    assert (half - full).abs().mean() < 0.02 * full.abs().mean()
+    assert dclip.world("smoke", device="cpu").model.autocast_dtype is None  # CPU worlds stay float32
