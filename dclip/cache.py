@@ -94,7 +94,8 @@ def save_tensors_atomic(
     path: str | Path, tensors: Mapping[str, torch.Tensor], *, metadata: Mapping[str, object] | None = None
 ) -> Path:
     """Write ``tensors`` to the safetensors file ``path`` atomically (:func:`atomic_write`), with ``metadata``
-    (values stored as strings), the package version and a checksum; then keep the cache under its size cap.
+    (values stored as strings), the package version and a checksum; then, for a file in the cache, keep the cache
+    under its size cap (:func:`prune`).
     Raises ``ValueError`` (and writes nothing) when a tensor holds NaN or inf: non-finite results are never cached."""
     from safetensors.torch import save_file
 
@@ -108,7 +109,8 @@ def save_tensors_atomic(
     meta = {**{k: str(v) for k, v in (metadata or {}).items()}, "dclip": __version__}
     meta["checksum"] = tensor_checksum(data)
     atomic_write(path, lambda tmp: save_file(data, str(tmp), metadata=meta))
-    prune(keep=path)
+    if cache_root().resolve() in path.resolve().parents:
+        prune(keep=path.resolve())
     return path
 
 
@@ -218,7 +220,9 @@ def prune(*, keep: Path | None = None, limit: int | None = None) -> list[Entry]:
     removed = []
     for e in all_entries:
         orphan = e.name.endswith(".tmp") and e.mtime < time.time() - 3600
-        if (total > limit or orphan) and not (keep is not None and Path(keep) in e.files):
+        if (total > limit or orphan) and not (
+            keep is not None and Path(keep).resolve() in {f.resolve() for f in e.files}
+        ):
             _remove(e)
             removed.append(e)
             total -= e.bytes

@@ -43,7 +43,7 @@ def check_batch(x: torch.Tensor, name: str = "x") -> None:
         raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
     if x.shape[0] == 0 or x.numel() == 0:
         raise ValueError(f"{name} is an empty batch {tuple(x.shape)}: give at least one image")
-    bad = int((~torch.isfinite(x.detach())).sum())
+    bad = int((~torch.isfinite(x.detach())).sum()) if x.device.type != "meta" else 0  # meta: shapes, no values
     if bad:
         raise ValueError(f"{name} holds {bad} non-finite values (NaN or inf) of {x.numel()}: check the input")
 
@@ -56,6 +56,12 @@ def check_model_batch(x: torch.Tensor, image_size: int, name: str = "x_t0") -> N
             f"{name} must be (N, 3, {image_size}, {image_size}) for this model, got {tuple(x.shape)}"
             + (" (channels last? use x.permute(0, 3, 1, 2))" if x.shape[-1] == 3 else "")
         )
+
+
+def check_eta(eta: float) -> None:
+    """Raise a clear ``ValueError`` unless ``eta`` (the noise of Eq. 5) is a finite number >= 0."""
+    if not eta >= 0 or eta == float("inf"):
+        raise ValueError(f"eta={eta} must be a finite number >= 0 (0: DDIM, 1: DDPM-like)")
 
 
 def _time(t: int, x: torch.Tensor) -> torch.Tensor:
@@ -199,8 +205,7 @@ def ddim_generate(
     """
     check_batch(x_t0, "x_t0")
     schedule.check_t0(t0)
-    if not eta >= 0 or eta == float("inf"):
-        raise ValueError(f"eta={eta} must be a finite number >= 0 (0: DDIM, 1: DDPM-like)")
+    check_eta(eta)
     return _run(
         eps_model,
         x_t0,
