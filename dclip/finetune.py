@@ -183,6 +183,9 @@ class FinetuneConfig:
         if not self.lr > 0 or not self.lr_gamma > 0:
             raise ValueError(f"lr={self.lr} and lr_gamma={self.lr_gamma} must be > 0")
         check_templates(self.templates)
+        if self.S_gen > self.t0 + 1:  # as time_sequence would, once here so that the cache key is the same
+            warnings.warn(f"S_gen={self.S_gen} > t0 + 1 would repeat times: using S_gen={self.t0 + 1}", stacklevel=3)
+            self.S_gen = self.t0 + 1
         if self.algorithm not in (1, 2):
             raise ValueError(f"algorithm={self.algorithm}: use 1 (Alg. 1) or 2 (GPU-efficient Alg. 2)")
         if self.algorithm == 2 and not self.recurrent_gradient:
@@ -467,7 +470,7 @@ def finetune_or_load(
     key = finetune_key(model, clip, latents, cfg, identity)
     path = Path(cache_dir) / f"{model.name.replace('/', '_')}-{key}"
     if not force:
-        cached = load_checked(str(path) + ".safetensors", expect={"key": key, "base_fingerprint": fingerprint(model)})
+        cached = load_checked(str(path) + ".safetensors", expect={"key": key})
         if cached is not None:
             tuned = copy.deepcopy(model)
             tuned.unet.load_state_dict(cached[0])

@@ -135,6 +135,8 @@ def test_more_steps_than_distinct_times_are_lowered_with_a_warning(schedule):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning at or below t0 + 1
         time_sequence(501, 500)
+    with pytest.warns(UserWarning, match="S_gen=2000 > t0 \\+ 1 would repeat times: using S_gen=501"):
+        assert FinetuneConfig("a", "b", t0=500, S_gen=2000) == FinetuneConfig("a", "b", t0=500, S_gen=501)
 
 
 @pytest.mark.parametrize(
