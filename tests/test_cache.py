@@ -30,7 +30,7 @@ def home(tmp_path, monkeypatch) -> Path:
 
 def _clip() -> FakeCLIP:
     clip = FakeCLIP()
-    clip.cache_name = "fake-clip-0"  # FakeCLIP is not a torch module: it names itself for cache keys
+    clip.cache_name = "fake-clip-0"  # FakeCLIP is not a torch module: it names itself for cache keys (fakes.py)
     return clip
 
 
@@ -292,8 +292,10 @@ def test_a_real_clip_is_keyed_by_its_weights(base, images):
     with torch.no_grad():
         next(other.parameters()).add_(1e-3)
     assert finetune_key(base, clip, latents, _cfg()) != finetune_key(base, other, latents, _cfg())
+    unnamed = FakeCLIP()
+    del unnamed.cache_name
     with pytest.raises(ValueError, match="neither a torch module nor has a `cache_name`"):
-        finetune_key(base, FakeCLIP(), latents, _cfg())
+        finetune_key(base, unnamed, latents, _cfg())
 
 
 # --- one home, list, clear and the size cap ----------------------------------------------------------------
