@@ -67,6 +67,7 @@ def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
     tmp = Path(name)
     try:
         writer(tmp)
+        os.chmod(tmp, 0o644)  # as an ordinary new file (mkstemp makes it private)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -230,11 +231,11 @@ def prune(*, keep: Path | None = None, limit: int | None = None) -> list[Entry]:
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
+    """Bytes for people: 512 B, 96.3 kB, 10.5 MB, 1.2 GB."""
+    if n < 1024:
+        return f"{n} B"
+    power = next(p for p in (3, 2, 1) if n >= 1024**p)
+    return f"{n / 1024**power:.1f} {('kB', 'MB', 'GB')[power - 1]}"
 
 
 def main(argv: list[str] | None = None) -> None:
