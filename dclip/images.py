@@ -17,8 +17,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def _eight_bit(im: Image.Image, where: str) -> Image.Image:
-    """16-bit and 32-bit grey images (modes ``I;16*``, ``I``) and float images (mode ``F``, values in [0, 1] or
-    [0, 255]) as 8-bit grey; other modes as they are (``center_crop_resize`` converts them to RGB)."""
+    """16-bit grey images (modes ``I;16*``, and ``I`` when a value exceeds 255) and float images (mode ``F``, values
+    in [0, 1] or [0, 255]) as 8-bit grey at their full range; other modes as they are (``center_crop_resize``
+    converts them to RGB)."""
     if not (im.mode.startswith("I") or im.mode == "F"):
         return im
     arr = np.asarray(im, dtype=np.float64)
