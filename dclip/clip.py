@@ -65,6 +65,17 @@ class CLIP(nn.Module):
             if not isinstance(t, str) or not t.strip():
                 raise ValueError(f"text prompts must be non-empty strings, got {t!r}")
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        import warnings  # (local: this method is the only user)
+
+        context = getattr(self.tokenizer, "context_length", None)
+        for t in missing if context and hasattr(self.tokenizer, "encode") else []:
+            n = len(self.tokenizer.encode(t)) + 2  # with the start and end tokens
+            if n > context:
+                warnings.warn(
+                    f"the prompt {t!r} is {n} tokens long; {self.name} reads only the first {context}, "
+                    "the rest is cut off: shorten it",
+                    stacklevel=2,
+                )
         if missing:
             device = self.mean.device
             emb = F.normalize(self.model.encode_text(self.tokenizer(missing).to(device)).float(), dim=-1)

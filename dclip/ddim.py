@@ -23,7 +23,8 @@ NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def check_image(x: torch.Tensor, name: str = "image", tol: float = 0.05) -> None:
-    """Raise a clear ``ValueError`` unless ``x`` is an (N, C, H, W) float tensor with values in [-1, 1] (+- ``tol``)."""
+    """Raise a clear ``ValueError`` unless ``x`` is a non-empty (N, C, H, W) float tensor of finite values in
+    [-1, 1] (+- ``tol``)."""
     check_batch(x, name)
     lo, hi = float(x.min()), float(x.max())
     if lo < -1 - tol or hi > 1 + tol:
@@ -33,12 +34,34 @@ def check_image(x: torch.Tensor, name: str = "image", tol: float = 0.05) -> None
 
 
 def check_batch(x: torch.Tensor, name: str = "x") -> None:
-    """Raise a clear ``ValueError`` unless ``x`` is a 4-D (N, C, H, W) floating-point tensor."""
+    """Raise a clear ``ValueError`` unless ``x`` is a non-empty 4-D (N, C, H, W) floating-point tensor of finite
+    values (one NaN would spread through every step to the whole output)."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{name} must be an (N, C, H, W) tensor, got {shape}; add a batch dimension with x[None]")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if x.shape[0] == 0 or x.numel() == 0:
+        raise ValueError(f"{name} is an empty batch {tuple(x.shape)}: give at least one image")
+    bad = int((~torch.isfinite(x.detach())).sum()) if x.device.type != "meta" else 0  # meta: shapes, no values
+    if bad:
+        raise ValueError(f"{name} holds {bad} non-finite values (NaN or inf) of {x.numel()}: check the input")
+
+
+def check_model_batch(x: torch.Tensor, image_size: int, name: str = "x_t0") -> None:
+    """:func:`check_batch`, and (N, 3, image_size, image_size): latents of a model's own size and layout."""
+    check_batch(x, name)
+    if tuple(x.shape[1:]) != (3, image_size, image_size):
+        raise ValueError(
+            f"{name} must be (N, 3, {image_size}, {image_size}) for this model, got {tuple(x.shape)}"
+            + (" (channels last? use x.permute(0, 3, 1, 2))" if x.shape[-1] == 3 else "")
+        )
+
+
+def check_eta(eta: float) -> None:
+    """Raise a clear ``ValueError`` unless ``eta`` (the noise of Eq. 5) is a finite number >= 0."""
+    if not eta >= 0 or eta == float("inf"):
+        raise ValueError(f"eta={eta} must be a finite number >= 0 (0: DDIM, 1: DDPM-like)")
 
 
 def _time(t: int, x: torch.Tensor) -> torch.Tensor:
@@ -182,8 +205,7 @@ def ddim_generate(
     """
     check_batch(x_t0, "x_t0")
     schedule.check_t0(t0)
-    if eta < 0:
-        raise ValueError(f"eta={eta} must be >= 0 (0: DDIM, 1: DDPM-like)")
+    check_eta(eta)
     return _run(
         eps_model,
         x_t0,

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 
 import torch
 
-from dclip.ddim import ddim_generate, ddim_invert
+from dclip.ddim import check_eta, check_model_batch, ddim_generate, ddim_invert
 from dclip.ddpm import q_sample
 from dclip.models import DiffusionModel
 from dclip.noise_combination import Gammas, mix_noise_predictors, transition_gammas
+from dclip.schedule import check_int
 
 
 def _check_pair(base: DiffusionModel, tuned: DiffusionModel) -> None:
@@ -24,13 +25,22 @@ def _check_pair(base: DiffusionModel, tuned: DiffusionModel) -> None:
 def _latents(
     base: DiffusionModel, images: torch.Tensor | None, x_t0: torch.Tensor | None, t0: int, S_for: int, progress: bool
 ) -> torch.Tensor:
-    """The given latents ``x_t0`` (moved to ``base``'s device), or those of ``images`` by DDIM inversion with the
-    pretrained ``base`` (Eq. 12)."""
+    """The given latents ``x_t0`` (checked against ``base``'s image size, moved to its device), or those of
+    ``images`` by DDIM inversion with the pretrained ``base`` (Eq. 12). Given both, they must be as many: the
+    latents are used and the images only checked."""
+    base.schedule.check_t0(t0)
+    if images is not None:
+        base.check_images(images)
     if x_t0 is not None:
+        check_model_batch(x_t0, base.image_size, "x_t0")
+        if images is not None and len(images) != len(x_t0):
+            raise ValueError(
+                f"got {len(images)} images and {len(x_t0)} latents x_t0: give the latents of these images, or "
+                "only one of the two"
+            )
         return x_t0.to(base.device)
     if images is None:
         raise ValueError("give images to invert, or their latents x_t0")
-    base.check_images(images)
     return ddim_invert(base, images.to(base.device), base.schedule, t0, S_for, progress=progress)
 
 
@@ -49,6 +59,8 @@ def manipulate(
     """Alg. 3: invert ``images`` with the pretrained ``base`` (Eq. 12, S_for steps), regenerate with the fine-tuned
     ``tuned`` (Eq. 13, S_gen steps). Pass ``x_t0`` to reuse latents; ``eta > 0`` is stochastic manipulation (F.5)."""
     _check_pair(base, tuned)
+    check_int(S_gen, "S_gen", minimum=1)
+    check_eta(eta)
     x_t0 = _latents(base, images, x_t0, t0, S_for, progress)
     return ddim_generate(tuned, x_t0, tuned.schedule, t0, S_gen, eta=eta, generator=generator, progress=progress)
 
@@ -66,8 +78,11 @@ def to_pretrained_domain(
     the pretrained model (Eq. 13): brings unseen-domain images or strokes into the model's domain."""
     base.check_images(images)
     base.schedule.check_t0(t0)
-    if k_ddpm < 1:
-        raise ValueError(f"k_ddpm={k_ddpm} must be >= 1")
+    check_int(S_gen, "S_gen", minimum=1)
+    try:
+        check_int(k_ddpm, "k_ddpm", minimum=1)
+    except ValueError as e:
+        raise ValueError(f"{e}: the number of DDPM rounds of Alg. 4") from None
     x = images.to(base.device)
     for _ in range(k_ddpm):
         x_t0 = q_sample(x, t0, base.schedule, generator=generator)
@@ -90,7 +105,12 @@ def translate(
     """Alg. 4: translation between unseen domains and stroke-conditioned generation.
 
     Returns ``(x0_prime, edited)``: the image brought into the pretrained domain, and its manipulation (Alg. 3).
+    Every argument is checked before the first step.
     """
+    _check_pair(base, tuned)
+    base.schedule.check_t0(t0)
+    check_int(S_for, "S_for", minimum=1)
+    check_int(S_gen, "S_gen", minimum=1)
     x0_prime = to_pretrained_domain(base, images, t0_ddpm, 40, k_ddpm, generator, progress)
     return x0_prime, manipulate(base, tuned, x0_prime, t0, S_for, S_gen, progress=progress)
 
@@ -110,6 +130,7 @@ def combine(
     (Eq. 14)."""
     for m in tuned:
         _check_pair(base, m)
+    check_int(S_gen, "S_gen", minimum=1)
     mixed = mix_noise_predictors(list(tuned), gammas)
     x_t0 = _latents(base, images, x_t0, t0, S_for, progress)
     return ddim_generate(mixed, x_t0, base.schedule, t0, S_gen, progress=progress)

@@ -11,30 +11,37 @@ import copy
 import functools
 import hashlib
 import json
+import math
 import re
 import time
+import types
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dclip.cache import atomic_write, cache_dir, load_checked, save_tensors_atomic, tensor_checksum
 from dclip.clip import CLIP
-from dclip.ddim import ddim_generate, ddim_invert, ddim_step, generation_pairs
+from dclip.ddim import check_image, check_model_batch, ddim_generate, ddim_invert, ddim_step, generation_pairs
 from dclip.losses import (
     DIRECTION_FORMS,
     IdentityTerm,
     augment_pairs,
+    check_templates,
     directional_clip_loss,
     identity_loss,
     text_direction,
 )
 from dclip.models import DiffusionModel
+from dclip.schedule import check_int
 
-DEFAULT_CACHE = Path.home() / ".cache" / "dclip" / "latents"
-DEFAULT_FINETUNED = Path.home() / ".cache" / "dclip" / "finetuned"
+#: Where cached latents and fine-tuned models go (:mod:`dclip.cache`; ``$DCLIP_CACHE`` when set at import).
+DEFAULT_CACHE = cache_dir("latents")
+DEFAULT_FINETUNED = cache_dir("finetuned")
 
 
 def fingerprint(model: torch.nn.Module) -> str:
@@ -55,6 +62,17 @@ class Latents:
     t0: int
     S_for: int
 
+    def __post_init__(self) -> None:
+        check_image(self.x0, "Latents.x0")
+        check_model_batch(self.x_t0, self.x0.shape[-1], "Latents.x_t0")
+        if self.x_t0.shape != self.x0.shape:
+            raise ValueError(
+                f"Latents.x0 {tuple(self.x0.shape)} and Latents.x_t0 {tuple(self.x_t0.shape)} must have the same "
+                "shape: one latent per image"
+            )
+        check_int(self.t0, "Latents.t0", minimum=1)
+        check_int(self.S_for, "Latents.S_for", minimum=1)
+
     def __len__(self) -> int:
         return self.x0.shape[0]
 
@@ -71,24 +89,42 @@ def precompute_latents(
     """Invert ``images`` once with the pretrained model (Eq. 12); reused for every target text ("recycling").
 
     Cached on disk under ``cache_dir`` keyed by the model's weights, t0, S_for and the image content;
-    ``cache_dir=None`` turns the cache off.
+    ``cache_dir=None`` turns the cache off. A cached file that cannot be read or does not hold these images'
+    latents (other t0, S_for, images, non-finite values) is computed again, with a warning that names it
+    (:func:`dclip.cache.load_checked`); non-finite latents are an error and never cached.
     """
     model.check_images(images)
     model.schedule.check_t0(t0)
-    key = hashlib.sha1(f"{fingerprint(model)}|{t0}|{S_for}".encode() + images.float().cpu().numpy().tobytes())
-    path = (
-        Path(cache_dir) / f"{model.name.replace('/', '_')}-t{t0}-S{S_for}-{key.hexdigest()[:16]}.pt"
-        if cache_dir
-        else None
-    )
-    if path is not None and path.exists():
-        return Latents(**torch.load(path, weights_only=True))
-    x0 = images.to(model.device)
-    chunks = [ddim_invert(model, c, model.schedule, t0, S_for, progress=progress) for c in x0.split(batch_size)]
-    latents = Latents(x0.cpu(), torch.cat(chunks).cpu(), t0, S_for)
+    check_int(S_for, "S_for", minimum=1)
+    check_int(batch_size, "batch_size", minimum=1)
+    base = fingerprint(model)
+    key = hashlib.sha1(f"{base}|{t0}|{S_for}".encode() + images.float().cpu().numpy().tobytes())
+    name = f"{model.name.replace('/', '_')}-t{t0}-S{S_for}-{key.hexdigest()[:16]}.safetensors"
+    path = Path(cache_dir) / name if cache_dir else None
+    meta = {"t0": t0, "S_for": S_for, "model": base}
+    x0 = images.detach().cpu()
+
+    def same_images(tensors: dict[str, torch.Tensor], _: dict) -> str | None:
+        if set(tensors) != {"x0", "x_t0"} or tensors["x_t0"].shape != x0.shape:
+            return f"holds tensors {sorted(tensors)} of other shapes than the {tuple(x0.shape)} images"
+        return None if torch.equal(tensors["x0"], x0) else "holds the latents of other images"
+
+    cached = load_checked(path, expect=meta, check=same_images) if path is not None else None
+    if cached is not None:
+        return Latents(cached[0]["x0"], cached[0]["x_t0"], t0, S_for)
+    chunks = [
+        ddim_invert(model, c, model.schedule, t0, S_for, progress=progress)
+        for c in images.to(model.device).split(batch_size)
+    ]
+    x_t0 = torch.cat(chunks).cpu()
+    if not bool(torch.isfinite(x_t0).all()):
+        raise ValueError(
+            f"DDIM inversion with model {model.name!r} gave non-finite latents (NaN or inf) from finite images: "
+            "the model's weights or outputs are broken; nothing was cached"
+        )
+    latents = Latents(x0, x_t0, t0, S_for)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(asdict(latents), path)
+        save_tensors_atomic(path, {"x0": x0, "x_t0": x_t0}, metadata=meta)
     return latents
 
 
@@ -131,6 +167,25 @@ class FinetuneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("target", "reference"):
+            text = getattr(self, name)
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"{name} must be a non-empty text, got {text!r}")
+        check_int(self.t0, "t0", minimum=1)
+        for name in ("epochs", "batch_size", "S_gen", "lr_every"):
+            check_int(getattr(self, name), name, minimum=1)
+        check_int(self.clip_views, "clip_views", minimum=0)
+        check_int(self.seed, "seed")
+        for name in ("lambda_l1", "lambda_id", "lambda_clip", "lr", "lr_gamma"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 <= value < np.inf:
+                raise ValueError(f"{name}={value!r} must be a finite number >= 0")
+        if not self.lr > 0 or not self.lr_gamma > 0:
+            raise ValueError(f"lr={self.lr} and lr_gamma={self.lr_gamma} must be > 0")
+        check_templates(self.templates)
+        if self.S_gen > self.t0 + 1:  # as time_sequence would, once here so that the cache key is the same
+            warnings.warn(f"S_gen={self.S_gen} > t0 + 1 would repeat times: using S_gen={self.t0 + 1}", stacklevel=3)
+            self.S_gen = self.t0 + 1
         if self.algorithm not in (1, 2):
             raise ValueError(f"algorithm={self.algorithm}: use 1 (Alg. 1) or 2 (GPU-efficient Alg. 2)")
         if self.algorithm == 2 and not self.recurrent_gradient:
@@ -138,15 +193,10 @@ class FinetuneConfig:
                 "recurrent_gradient=False is an ablation of Alg. 1; Alg. 2 has no recurrent gradient to remove "
                 "(each of its steps is updated on its own): use algorithm=1 or leave recurrent_gradient=True"
             )
-        for name in ("epochs", "batch_size", "S_gen", "lr_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.direction_form not in DIRECTION_FORMS:
             raise ValueError(f"direction_form={self.direction_form!r}: use one of {sorted(DIRECTION_FORMS)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r}: use one of {sorted(PRECISIONS)}")
-        if not self.target.strip() or not self.reference.strip():
-            raise ValueError(f"target and reference texts must be non-empty, got {self.target!r}, {self.reference!r}")
 
     @classmethod
     def from_recipe(cls, recipe, **overrides) -> FinetuneConfig:
@@ -182,10 +232,13 @@ def objective(
     delta_t: torch.Tensor,
     cfg: FinetuneConfig,
     identity: IdentityTerm | None,
+    *,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Eq. 10: ``lambda_clip * L_direction + L_id`` (Eq. 9 and 11) on generated images; returns (loss, terms).
-    With ``cfg.clip_views > 0`` the directional loss is averaged over augmented views (:func:`augment_pairs`)."""
-    pairs = augment_pairs(x_gen, x0, cfg.clip_views) if cfg.clip_views > 0 else (x_gen, x0)
+    With ``cfg.clip_views > 0`` the directional loss is averaged over augmented views (:func:`augment_pairs`,
+    drawn from ``generator``)."""
+    pairs = augment_pairs(x_gen, x0, cfg.clip_views, generator=generator) if cfg.clip_views > 0 else (x_gen, x0)
     l_dir = directional_clip_loss(clip, *pairs, delta_t, form=cfg.direction_form)
     l_id = identity_loss(x_gen, x0, cfg.lambda_l1, cfg.lambda_id, identity)
     loss = cfg.lambda_clip * l_dir + l_id
@@ -214,18 +267,30 @@ def finetune(
     (batches), so both algorithms follow the same schedule per image seen.
     ``init`` resumes from an earlier fine-tuned model (:func:`load_finetuned`). On CUDA the forward passes run
     under autocast (``cfg.precision``; fp16 with a gradient scaler), the weights and optimizer stay float32.
+    The batch order and the CLIP views are drawn from generators seeded with ``cfg.seed`` (the global RNG is left
+    alone). A non-finite loss or non-finite weights (a diverged run: lower ``lr``) stop with a ``FloatingPointError``.
     """
+    if not isinstance(latents, Latents):
+        raise ValueError(f"latents must be dclip.finetune.Latents (precompute_latents), got {type(latents).__name__}")
     if latents.t0 != cfg.t0:
         raise ValueError(f"the latents were inverted to t0={latents.t0} but the config asks t0={cfg.t0}")
+    model.schedule.check_t0(cfg.t0)
+    model.check_images(latents.x0)
+    check_model_batch(latents.x_t0, model.image_size, "latents.x_t0")
+    if cfg.lambda_id > 0 and identity is None:
+        raise ValueError(
+            f"lambda_id={cfg.lambda_id} needs an identity term: pass identity=lowpass_identity in the tiny world or "
+            "face_identity() for real faces, or set lambda_id=0"
+        )
     device = model.device
-    torch.manual_seed(cfg.seed)
     base = fingerprint(model)
     tuned = copy.deepcopy(init if init is not None else model).train().requires_grad_(True)
     opt = torch.optim.Adam(tuned.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_every, gamma=cfg.lr_gamma)
     delta_t = text_direction(clip, cfg.target, cfg.reference, cfg.templates).to(device)
     pairs = generation_pairs(cfg.S_gen, cfg.t0, model.schedule.T)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)  # the batch order
+    views = torch.Generator().manual_seed(cfg.seed)  # the CLIP views (augment_pairs)
     history: list[dict] = []
     dtype = autocast_dtype(cfg.precision, device)
     autocast = torch.autocast(device_type="cuda", dtype=dtype, enabled=dtype != torch.float32)
@@ -240,6 +305,12 @@ def finetune(
     start = time.perf_counter()
 
     def step(loss: torch.Tensor, terms: dict, epoch: int) -> None:
+        if not math.isfinite(terms["loss"]):
+            bar.close()
+            raise FloatingPointError(
+                f"fine-tuning diverged: the loss (Eq. 10) is {terms['loss']} at iteration {len(history) + 1} "
+                f"(direction {terms['direction']}, identity {terms['identity']}); lower lr={cfg.lr}"
+            )
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -263,13 +334,13 @@ def finetune(
                         x_gen = ddim_generate(
                             eps_model, x, model.schedule, cfg.t0, cfg.S_gen, grad=True, checkpoint=cfg.checkpoint
                         )
-                        loss_terms = objective(clip, x_gen.float(), x0, delta_t, cfg, identity)
+                        loss_terms = objective(clip, x_gen.float(), x0, delta_t, cfg, identity, generator=views)
                     step(*loss_terms, epoch)
                 else:
                     for t, t_next in pairs:
                         with autocast:
                             x_next, x0_pred = ddim_step(tuned, x, t, t_next, model.schedule)
-                            loss_terms = objective(clip, x0_pred.float(), x0, delta_t, cfg, identity)
+                            loss_terms = objective(clip, x0_pred.float(), x0, delta_t, cfg, identity, generator=views)
                         step(*loss_terms, epoch)
                         x = x_next.detach().float()
                 with warnings.catch_warnings():  # fp16: the scaler skips steps whose gradients overflowed, on purpose
@@ -277,16 +348,22 @@ def finetune(
                     sched.step()  # once per iteration (batch), also for Alg. 2's S_gen steps on it
     bar.close()
     tuned.eval().requires_grad_(False)
+    broken = [n for n, p in tuned.named_parameters() if not bool(torch.isfinite(p).all())]
+    if broken:
+        raise FloatingPointError(
+            f"fine-tuning diverged: {len(broken)} weight tensors ({broken[0]}, ...) hold NaN or inf after the last "
+            f"step; lower lr={cfg.lr}"
+        )
     return FinetuneResult(tuned, cfg, history, base, time.perf_counter() - start)
 
 
-def save_finetuned(result: FinetuneResult, path: str | Path) -> Path:
-    """Save the fine-tuned weights (``path.safetensors``) and a JSON card of the recipe and settings (``path.json``)."""
-    from safetensors.torch import save_file
+def save_finetuned(result: FinetuneResult, path: str | Path, *, key: str | None = None) -> Path:
+    """Save the fine-tuned weights (``path.safetensors``) and a JSON card of the recipe and settings (``path.json``).
 
+    The weights file also carries the card (and the cache ``key`` of :func:`finetune_or_load`) in its metadata,
+    written in one atomic step (:func:`dclip.cache.save_tensors_atomic`): a reader sees weights and card together
+    or neither. Non-finite weights are refused."""
     path = Path(path).with_suffix("")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in result.model.unet.state_dict().items()}, str(path) + ".safetensors")
     card = {
         "base_model": result.model.name,
         "base_fingerprint": result.base_fingerprint,
@@ -295,18 +372,84 @@ def save_finetuned(result: FinetuneResult, path: str | Path) -> Path:
         "steps": len(result.history),
         "final": result.history[-1] if result.history else None,
     }
-    Path(str(path) + ".json").write_text(json.dumps(card, indent=2) + "\n")
+    text = json.dumps(card, indent=2, default=str) + "\n"
+    weights = {k: v.contiguous() for k, v in result.model.unet.state_dict().items()}
+    meta = {"card": text, "base_fingerprint": result.base_fingerprint, "key": key or ""}
+    save_tensors_atomic(str(path) + ".safetensors", weights, metadata=meta)
+    atomic_write(str(path) + ".json", lambda tmp: tmp.write_text(text))  # a readable copy of the card
     return Path(str(path) + ".safetensors")
 
 
+def _describe_value(value: object) -> str:
+    """A stable, complete description of an argument of an identity term: tensors and arrays by their content."""
+    if isinstance(value, torch.Tensor):
+        return f"tensor{tuple(value.shape)}[{tensor_checksum({'v': value})[:16]}]"
+    if isinstance(value, np.ndarray):
+        return _describe_value(torch.from_numpy(np.ascontiguousarray(value)))
+    if isinstance(value, (tuple, list)):
+        return f"{type(value).__name__}({', '.join(_describe_value(v) for v in value)})"
+    if isinstance(value, dict):
+        return f"dict({', '.join(f'{k!r}: {_describe_value(v)}' for k, v in sorted(value.items(), key=str))})"
+    if value is None or isinstance(value, (bool, int, float, str, np.number)):
+        return repr(value)
+    if isinstance(value, torch.nn.Module):
+        return f"{type(value).__module__}.{type(value).__qualname__}[{fingerprint(value)}]"
+    return _describe(value)
+
+
 def _describe(identity: IdentityTerm | None) -> str:
-    """A stable name of an identity term (functions, functools.partial of them, or objects with a ``cache_name``),
-    for cache keys."""
-    if hasattr(identity, "cache_name"):
-        return identity.cache_name
+    """A stable name of an identity term for cache keys: its ``cache_name`` attribute, a module-level function's
+    dotted name, or a ``functools.partial`` of these with its arguments (tensors by content). Lambdas, local
+    functions, methods and objects without a ``cache_name`` have no stable name: a clear ``ValueError``."""
+    if identity is None:
+        return "none"
+    name = getattr(identity, "cache_name", None)
+    if name is not None:
+        return str(name)
     if isinstance(identity, functools.partial):
-        return f"{_describe(identity.func)}{identity.args}{sorted(identity.keywords.items())}"
-    return f"{identity.__module__}.{identity.__qualname__}" if identity is not None else "none"
+        args = [_describe_value(a) for a in identity.args]
+        args += [f"{k}={_describe_value(v)}" for k, v in sorted(identity.keywords.items())]
+        return f"{_describe(identity.func)}({', '.join(args)})"
+    qualname = getattr(identity, "__qualname__", "")
+    if isinstance(identity, (types.FunctionType, types.BuiltinFunctionType)) and "<" not in qualname:
+        return f"{identity.__module__}.{qualname}"
+    raise ValueError(
+        f"the identity term {identity!r} has no stable name for the fine-tuning cache key (lambdas, local "
+        "functions, methods and objects without one would share or miss entries): give it a `cache_name` "
+        "attribute that changes whenever its behaviour does, use a module-level function, or call finetune() "
+        "(no cache)"
+    )
+
+
+def _describe_clip(clip: CLIP) -> str:
+    """The CLIP in a cache key: its ``cache_name``, or its name and a hash of its weights."""
+    name = getattr(clip, "cache_name", None)
+    if name is not None:
+        return str(name)
+    if isinstance(clip, torch.nn.Module):
+        return f"{getattr(clip, 'name', type(clip).__name__)}[{fingerprint(clip)}]"
+    raise ValueError(
+        f"the CLIP {type(clip).__name__} is neither a torch module nor has a `cache_name`: the fine-tuning cache "
+        "key needs its weights; use dclip.load_clip or call finetune() (no cache)"
+    )
+
+
+def finetune_key(
+    model: DiffusionModel, clip: CLIP, latents: Latents, cfg: FinetuneConfig, identity: IdentityTerm | None = None
+) -> str:
+    """The cache key of a fine-tuning run: everything its result depends on, i.e. the base and CLIP weights, the
+    latents, the settings, the identity term (when ``lambda_id > 0``) and the package version."""
+    from dclip import __version__
+
+    parts = {
+        "base": fingerprint(model),
+        "clip": _describe_clip(clip),
+        "latents": [latents.t0, latents.S_for, tensor_checksum({"x0": latents.x0, "x_t0": latents.x_t0})],
+        "config": asdict(cfg),
+        "identity": _describe(identity) if cfg.lambda_id > 0 else "unused",
+        "dclip": __version__,
+    }
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def finetune_or_load(
@@ -320,35 +463,54 @@ def finetune_or_load(
     callback: Callback | None = None,
     force: bool = False,
 ) -> DiffusionModel:
-    """:func:`finetune` once and keep the result on disk (:func:`save_finetuned`), keyed by the base model's
-    weights, the settings, the latents and the identity term: later chapters reuse what an earlier one trained.
+    """:func:`finetune` once and keep the result on disk (:func:`save_finetuned`), keyed by everything it depends
+    on (:func:`finetune_key`): later chapters reuse what an earlier one trained. A stored result that cannot be
+    read or does not match its key is trained again, with a warning that names the file.
     ``force=True`` trains (and stores) even when a stored result exists, for example to watch the ``callback``."""
-    key = hashlib.sha1(
-        json.dumps([fingerprint(model), asdict(cfg), _describe(identity)]).encode()
-        + latents.x0.numpy().tobytes()
-        + latents.x_t0.numpy().tobytes()
-    ).hexdigest()[:16]
+    key = finetune_key(model, clip, latents, cfg, identity)
     path = Path(cache_dir) / f"{model.name.replace('/', '_')}-{key}"
-    if Path(str(path) + ".safetensors").exists() and not force:
-        return load_finetuned(path, model)[0]
+    if not force:
+        cached = load_checked(str(path) + ".safetensors", expect={"key": key})
+        if cached is not None:
+            tuned = copy.deepcopy(model)
+            tuned.unet.load_state_dict(cached[0])
+            return tuned.eval()
     result = finetune(model, clip, latents, cfg, identity, callback, progress=progress)
-    save_finetuned(result, path)
+    save_finetuned(result, path, key=key)
     return result.model
 
 
 def load_finetuned(path: str | Path, base: DiffusionModel) -> tuple[DiffusionModel, FinetuneConfig]:
-    """A fine-tuned model saved by :func:`save_finetuned`, on top of its pretrained ``base`` (checked)."""
-    from safetensors.torch import load_file
+    """A fine-tuned model saved by :func:`save_finetuned`, on top of its pretrained ``base`` (checked); the card is
+    read from the weights file, or from ``path.json`` for files written before it carried one."""
+    from safetensors import safe_open
 
     path = Path(path).with_suffix("")
-    card = json.loads(Path(str(path) + ".json").read_text())
+    weights = Path(str(path) + ".safetensors")
+    if not weights.is_file():
+        raise FileNotFoundError(f"no fine-tuned weights at {weights}")
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise ValueError(f"cannot read fine-tuned weights {weights} ({type(e).__name__}: {e})") from e
+    if "checksum" in meta and meta["checksum"] != tensor_checksum(state):
+        raise ValueError(f"{weights} does not match its checksum: the file is truncated or altered")
+    card_file = Path(str(path) + ".json")
+    if "card" in meta:
+        card = json.loads(meta["card"])
+    elif card_file.is_file():
+        card = json.loads(card_file.read_text())
+    else:
+        raise ValueError(f"{weights} has no card (base model and settings) in it, and {card_file} is missing")
     if card["base_fingerprint"] != fingerprint(base):
         raise ValueError(
             f"{path} was fine-tuned from {card['base_model']!r} (weights {card['base_fingerprint']}), "
             f"not from the given base model {base.name!r} ({fingerprint(base)}): load the right base"
         )
     tuned = copy.deepcopy(base)
-    tuned.unet.load_state_dict(load_file(str(path) + ".safetensors", device=str(base.device)))
+    tuned.unet.load_state_dict(state)
     cfg = card["config"]
     cfg["templates"] = tuple(cfg["templates"])
     return tuned.eval(), FinetuneConfig(**cfg)

@@ -17,11 +17,30 @@ from dclip.clip import CLIP
 IdentityTerm = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def check_templates(templates: tuple[str, ...]) -> None:
+    """Raise a clear ``ValueError`` unless ``templates`` is a non-empty sequence of prompt templates, each with one
+    ``{}`` where the text goes: without it target and reference give the same prompt and Delta T (Eq. 9) is zero."""
+    if isinstance(templates, str) or not isinstance(templates, (tuple, list)) or not templates:
+        raise ValueError(
+            f"templates must be a non-empty tuple of strings such as ('a photo of {{}}',), got {templates!r}"
+        )
+    for t in templates:
+        if not isinstance(t, str) or t.count("{}") != 1:
+            raise ValueError(f"each template needs exactly one '{{}}' where the text goes, got {t!r}")
+        try:
+            t.format("text")
+        except (IndexError, KeyError, ValueError) as e:
+            raise ValueError(
+                f"template {t!r} has other braces than its '{{}}' ({e}): write a literal brace as {{{{"
+            ) from None
+
+
 def text_direction(clip: CLIP, target: str, reference: str, templates: tuple[str, ...] = ("{}",)) -> torch.Tensor:
     """``Delta T = E_T(y_tar) - E_T(y_ref)`` (Eq. 9), each averaged over prompt ``templates`` and normalised; (D,)."""
     for text, name in ((target, "target"), (reference, "reference")):
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"the {name} text must be a non-empty string, got {text!r}")
+    check_templates(templates)
 
     def embed(text: str) -> torch.Tensor:
         return F.normalize(clip.encode_text([t.format(text) for t in templates]).mean(0), dim=-1)
@@ -146,4 +165,5 @@ def face_identity(device: str | torch.device | None = None) -> IdentityTerm:
 
         return 1 - (emb(x_gen) * emb(x0)).sum(-1)
 
+    term.cache_name = "facenet_pytorch.InceptionResnetV1[vggface2]"  # its name in fine-tuning cache keys
     return term

@@ -8,6 +8,7 @@ that every function of :mod:`dclip.ddim` accepts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -19,9 +20,11 @@ Gammas = Sequence[float] | Callable[[int], Sequence[float]]
 
 
 def check_gammas(gammas: Sequence[float], n_models: int, tol: float = 1e-5) -> None:
-    """Raise a clear ``ValueError`` unless there is one weight per model and the weights sum to 1."""
+    """Raise a clear ``ValueError`` unless there is one finite weight per model and the weights sum to 1."""
     if len(gammas) != n_models:
         raise ValueError(f"got {len(gammas)} weights for {n_models} noise predictors: give one gamma per model")
+    if not all(math.isfinite(g) for g in gammas):
+        raise ValueError(f"the weights gamma_i must be finite numbers (Eq. 14), got {list(gammas)}")
     if abs(sum(gammas) - 1.0) > tol:
         raise ValueError(f"the weights gamma_i must sum to 1 (Eq. 14), got {list(gammas)} summing to {sum(gammas):.6f}")
 

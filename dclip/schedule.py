@@ -7,6 +7,7 @@ the clean image: ``alpha_bar(-1) = 1``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,11 +53,26 @@ class Schedule:
         return padded[t + 1]
 
     def check_t0(self, t0: int) -> None:
-        """Raise a clear error unless ``0 < t0 <= T-1`` (the return step of Sec. 3.3)."""
-        if not isinstance(t0, (int, np.integer)) or not 0 < t0 <= self.T - 1:
+        """Raise a clear error unless ``t0`` is an integer (not a bool, not a tensor) with ``0 < t0 <= T-1`` (the
+        return step of Sec. 3.3)."""
+        try:
+            check_int(t0, "t0")
+        except ValueError as e:
+            raise ValueError(f"{e}: the model has T={self.T} steps; use an integer 0 < t0 < {self.T}") from None
+        if not 0 < t0 <= self.T - 1:
             raise ValueError(
                 f"t0={t0!r} is out of range: the model has T={self.T} steps; use an integer 0 < t0 < {self.T}"
             )
+
+
+def check_int(value: object, name: str, minimum: int | None = None) -> None:
+    """Raise a clear ``ValueError`` unless ``value`` is a Python or NumPy integer (``True``, ``2.5`` and tensors are
+    not) and at least ``minimum``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        hint = " (use int(x) or x.item())" if isinstance(value, (torch.Tensor, np.ndarray)) else ""
+        raise ValueError(f"{name}={value!r} must be an integer, not a {type(value).__name__}{hint}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}={value} must be >= {minimum}")
 
 
 def time_sequence(S: int, t0: int, T: int = 1000) -> list[int]:
@@ -65,11 +81,19 @@ def time_sequence(S: int, t0: int, T: int = 1000) -> list[int]:
     As in the authors' code, ``tau_i = int(t0 * (i-1)/(S-1))``; with ``S = 1`` the grid is ``[t0]``.
     Generation walks ``tau_S -> ... -> tau_1 -> -1`` (S steps); inversion walks the same grid upwards
     from the clean image at ``-1`` (S steps). Pick ``t0`` so that ``t0 / (S-1)`` is near a whole number
-    (the authors advise 301, 401, 500, 601) to keep the steps even.
+    (the authors advise 301, 401, 500, 601) to keep the steps even. The grid has at most ``t0 + 1`` distinct
+    times: a larger S repeats times (steps that change nothing) and is lowered to ``t0 + 1`` with a warning.
     """
-    if not isinstance(S, (int, np.integer)) or S < 1:
-        raise ValueError(f"S={S!r}: the number of steps must be an integer >= 1")
+    try:
+        check_int(S, "S", minimum=1)
+    except ValueError as e:
+        raise ValueError(f"{e}: the number of steps must be an integer >= 1") from None
     Schedule(torch.zeros(T, dtype=torch.float64) + 1e-4).check_t0(t0)
+    if S > t0 + 1:
+        warnings.warn(
+            f"S={S} steps over [0, t0={t0}] would repeat times: using the {t0 + 1} distinct ones", stacklevel=3
+        )
+        S = t0 + 1
     if S == 1:
         return [int(t0)]
     return [int(s) for s in np.linspace(0.0, 1.0, S) * t0]

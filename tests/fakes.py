@@ -18,6 +18,7 @@ class FakeCLIP:
         ).requires_grad_(False)
         self.linear = linear
         self.table: dict[str, torch.Tensor] = {}
+        self.cache_name = f"fake-clip[linear={linear}]"  # its name in fine-tuning cache keys (not a torch module)
 
     def encode_image(self, x):
         return x[:, 0, 0, :8] if self.linear else F.normalize(self.net(x), dim=-1)

@@ -38,7 +38,16 @@ class _Resumable:
         run_dir.mkdir(parents=True, exist_ok=True)
 
     def load(self) -> dict | None:
-        return torch.load(self.path, weights_only=False) if self.path.exists() else None
+        """The saved state, read with ``weights_only=True`` (tensors and plain Python values only: a checkpoint
+        cannot run code), or None before the first save; an unreadable checkpoint is an error that names it."""
+        if not self.path.exists():
+            return None
+        try:
+            return torch.load(self.path, weights_only=True)
+        except Exception as e:
+            raise ValueError(
+                f"cannot resume from {self.path.resolve()} ({type(e).__name__}): delete it to start over"
+            ) from e
 
     def save(self, state: dict) -> None:
         tmp = self.path.with_suffix(".tmp")

@@ -1,0 +1,263 @@
+"""What dclip keeps on disk between sessions, in one home: ``$DCLIP_CACHE`` (default ``~/.cache/dclip``), one
+folder per kind (``latents/`` of Alg. 1 step 1, ``finetuned/`` models, ``samples/``).
+
+Writes are atomic (a temporary file in the same folder, then ``os.replace``): a process killed while writing
+leaves no partial file under the final name. Entries are safetensors files whose metadata record what they were
+computed from and a checksum of their tensors; :func:`load_checked` gives ``None``, with a warning that names the
+file, for an entry that cannot be read, fails its checksum, holds non-finite values or answers another request,
+so that the caller computes it again. Non-finite tensors are never written. After each write the oldest entries
+are removed while the cache is larger than ``$DCLIP_CACHE_MAX_GB`` (default 20).
+
+    python -m dclip.cache list [--kind latents]
+    python -m dclip.cache clear [--kind finetuned] [--older-than DAYS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+#: The kinds of entries dclip writes, one folder each under :func:`cache_root`.
+KINDS = ("latents", "finetuned", "samples")
+DEFAULT_MAX_GB = 20.0
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class StaleCacheWarning(UserWarning):
+    """A cache entry was unreadable or did not match the request; it is computed again."""
+
+
+def cache_root() -> Path:
+    """The cache's home: ``$DCLIP_CACHE``, else ``~/.cache/dclip``."""
+    return Path(os.environ.get("DCLIP_CACHE") or Path.home() / ".cache" / "dclip").expanduser()
+
+
+def cache_dir(kind: str) -> Path:
+    """The folder of one kind of entry (:data:`KINDS`)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown cache kind {kind!r}: use one of {KINDS}")
+    return cache_root() / kind
+
+
+def cache_path(kind: str, name: str) -> Path:
+    """The path of entry ``name`` of ``kind``; ``name`` is a plain file name (letters, digits, ``._-``)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"cache entry name {name!r} must be a plain file name (letters, digits, '.', '_', '-')")
+    return cache_dir(kind) / name
+
+
+def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
+    """Call ``writer(tmp)`` to write a temporary file next to ``path``, flush it to disk, then rename it to
+    ``path`` in one step (``os.replace``): readers see the old file or the whole new one, never a partial one.
+    The temporary file is removed when ``writer`` fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        writer(tmp)
+        os.chmod(tmp, 0o644)  # as an ordinary new file (mkstemp makes it private)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def tensor_checksum(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-1 of the names, dtypes, shapes and bytes of ``tensors``: what a cache entry's metadata records."""
+    h = hashlib.sha1()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _nonfinite(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    return [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def save_tensors_atomic(
+    path: str | Path, tensors: Mapping[str, torch.Tensor], *, metadata: Mapping[str, object] | None = None
+) -> Path:
+    """Write ``tensors`` to the safetensors file ``path`` atomically (:func:`atomic_write`), with ``metadata``
+    (values stored as strings), the package version and a checksum; then, for a file in the cache, keep the cache
+    under its size cap (:func:`prune`).
+    Raises ``ValueError`` (and writes nothing) when a tensor holds NaN or inf: non-finite results are never cached."""
+    from safetensors.torch import save_file
+
+    from dclip import __version__
+
+    path = Path(path)
+    bad = _nonfinite(tensors)
+    if bad:
+        raise ValueError(f"not writing {path}: {', '.join(bad)} hold non-finite values (NaN or inf)")
+    data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta = {**{k: str(v) for k, v in (metadata or {}).items()}, "dclip": __version__}
+    meta["checksum"] = tensor_checksum(data)
+    atomic_write(path, lambda tmp: save_file(data, str(tmp), metadata=meta))
+    if cache_root().resolve() in path.resolve().parents:
+        prune(keep=path.resolve())
+    return path
+
+
+def load_checked(
+    path: str | Path,
+    *,
+    expect: Mapping[str, object] | None = None,
+    check: Callable[[dict[str, torch.Tensor], dict[str, str]], str | None] | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+    """The tensors and metadata of a cache entry written by :func:`save_tensors_atomic`, or ``None`` when there is
+    none. An entry that cannot be read, fails its checksum, holds non-finite values, whose metadata differ from
+    ``expect`` (compared as strings) or for which ``check(tensors, metadata)`` returns a reason, also gives ``None``,
+    with a :class:`StaleCacheWarning` naming the file: the caller computes it again and overwrites it."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # truncated, empty, garbage: safetensors raises its own error types
+        return _stale(path, f"cannot be read ({type(e).__name__}: {e})")
+    if meta.get("checksum") != tensor_checksum(tensors):
+        return _stale(path, "does not match its checksum (truncated, altered or not written by dclip)")
+    for key, value in (expect or {}).items():
+        if meta.get(key) != str(value):
+            return _stale(path, f"holds {key}={meta.get(key)!r} where {str(value)!r} was asked")
+    bad = _nonfinite(tensors)
+    if bad:
+        return _stale(path, f"holds non-finite values in {', '.join(bad)}")
+    reason = check(tensors, meta) if check is not None else None
+    if reason:
+        return _stale(path, reason)
+    os.utime(path)  # last use: the size cap removes the least recently used entries first
+    return tensors, meta
+
+
+def _stale(path: Path, reason: str) -> None:
+    warnings.warn(f"cache entry {path} {reason}; computing it again", StaleCacheWarning, stacklevel=3)
+    return None
+
+
+@dataclass
+class Entry:
+    """One cache entry: its files (a fine-tuned model has weights and a card) with their total size."""
+
+    kind: str
+    name: str
+    files: list[Path]
+    bytes: int
+    mtime: float
+
+
+def entries(kind: str | None = None) -> list[Entry]:
+    """The entries of one kind, or of all kinds, oldest first; a temporary file left by a killed writer is an
+    entry of its own (named ``.<name>.<random>.tmp``) until :func:`clear` or :func:`prune` removes it."""
+    groups: dict[tuple[str, str], list[Path]] = {}
+    for k in [kind] if kind else KINDS:
+        folder = cache_dir(k)
+        if folder.is_dir():
+            for f in folder.iterdir():
+                if f.is_file():
+                    groups.setdefault((k, f.name if f.suffix == ".tmp" else f.stem), []).append(f)
+    found = [
+        Entry(k, name, files, sum(f.stat().st_size for f in files), max(f.stat().st_mtime for f in files))
+        for (k, name), files in groups.items()
+    ]
+    return sorted(found, key=lambda e: e.mtime)
+
+
+def _remove(entry: Entry) -> None:
+    for f in entry.files:
+        f.unlink(missing_ok=True)
+
+
+def clear(kind: str | None = None, *, older_than_days: float | None = None) -> tuple[int, int]:
+    """Remove the entries of ``kind`` (all kinds by default) last used more than ``older_than_days`` ago (all by
+    default); returns (entries removed, bytes freed)."""
+    cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else float("inf")
+    gone = [e for e in entries(kind) if e.mtime < cutoff]
+    for e in gone:
+        _remove(e)
+    return len(gone), sum(e.bytes for e in gone)
+
+
+def max_bytes() -> int:
+    """The size cap: ``$DCLIP_CACHE_MAX_GB`` gigabytes (default 20)."""
+    raw = os.environ.get("DCLIP_CACHE_MAX_GB", str(DEFAULT_MAX_GB))
+    try:
+        gb = float(raw)
+    except ValueError:
+        raise ValueError(f"DCLIP_CACHE_MAX_GB={raw!r} must be a number of gigabytes") from None
+    if not gb > 0:
+        raise ValueError(f"DCLIP_CACHE_MAX_GB={raw!r} must be a positive number of gigabytes")
+    return int(gb * 2**30)
+
+
+def prune(*, keep: Path | None = None, limit: int | None = None) -> list[Entry]:
+    """Remove the least recently used entries (never the one holding ``keep``) while the cache exceeds ``limit``
+    bytes (default :func:`max_bytes`), and temporary files older than an hour; returns what was removed."""
+    limit = max_bytes() if limit is None else limit
+    all_entries = entries()
+    total = sum(e.bytes for e in all_entries)
+    removed = []
+    for e in all_entries:
+        orphan = e.name.endswith(".tmp") and e.mtime < time.time() - 3600
+        if (total > limit or orphan) and not (
+            keep is not None and Path(keep).resolve() in {f.resolve() for f in e.files}
+        ):
+            _remove(e)
+            removed.append(e)
+            total -= e.bytes
+    return removed
+
+
+def _size(n: int) -> str:
+    """Bytes for people: 512 B, 96.3 kB, 10.5 MB, 1.2 GB."""
+    if n < 1024:
+        return f"{n} B"
+    power = next(p for p in (3, 2, 1) if n >= 1024**p)
+    return f"{n / 1024**power:.1f} {('kB', 'MB', 'GB')[power - 1]}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m dclip.cache", description="See or clear dclip's cache.")
+    sub = p.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("list", help="entries with their sizes and ages")
+    ls.add_argument("--kind", choices=KINDS)
+    cl = sub.add_parser("clear", help="remove entries")
+    cl.add_argument("--kind", choices=KINDS)
+    cl.add_argument("--older-than", type=float, default=None, metavar="DAYS", help="only entries unused this long")
+    a = p.parse_args(argv)
+    if a.command == "list":
+        found = entries(a.kind)
+        print(f"{cache_root()} (cap {_size(max_bytes())})")
+        for e in found:
+            days = (time.time() - e.mtime) / 86400
+            print(f"{e.kind:10s} {_size(e.bytes):>9s} {days:6.1f} days  {e.name}")
+        print(f"{len(found)} entries, {_size(sum(e.bytes for e in found))}")
+    else:
+        n, freed = clear(a.kind, older_than_days=a.older_than)
+        print(f"removed {n} entries, {_size(freed)} from {cache_root()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""Bad input at the public API is a clear error (or the right result), found before any expensive work: a NaN, a
+wrong shape or type, a batch that does not agree, a file that cannot be read or would be overwritten."""
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fakes import FakeCLIP
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import dclip
+import dclip.finetune
+from dclip.ddim import check_image, ddim_generate, ddim_invert
+from dclip.editing import combine, manipulate, translate
+from dclip.finetune import FinetuneConfig, Latents, finetune, precompute_latents
+from dclip.images import load_image, save_images, to_pil
+from dclip.noise_combination import mix_noise_predictors
+from dclip.schedule import time_sequence
+
+
+def _nan_pixel(images: torch.Tensor) -> torch.Tensor:
+    bad = images.clone()
+    bad[1, 2, 3, 4] = float("nan")
+    return bad
+
+
+@pytest.fixture(scope="module")
+def latents(base, images) -> Latents:
+    return precompute_latents(base, images, 300, 2, cache_dir=None, progress=False)
+
+
+# --- non-finite values -------------------------------------------------------------------------------------
+
+
+def test_one_nan_pixel_is_a_clear_error_everywhere_images_enter(base, images):
+    bad = _nan_pixel(images)
+    calls = [
+        lambda: check_image(bad),
+        lambda: manipulate(base, base, bad, 300, S_gen=2),
+        lambda: precompute_latents(base, bad, 300, 2, cache_dir=None),
+        lambda: translate(base, base, bad, 300, S_gen=2),
+        lambda: manipulate(base, base, None, 300, S_gen=2, x_t0=bad),
+        lambda: ddim_generate(base, bad, base.schedule, 300, 2),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="holds 1 non-finite values"):
+            call()
+
+
+def test_nan_settings_are_clear_errors(base, latents):
+    with pytest.raises(ValueError, match="eta=nan must be a finite number"):
+        manipulate(base, base, None, 300, S_gen=2, x_t0=latents.x_t0, eta=float("nan"))
+    with pytest.raises(ValueError, match="gamma_i must be finite"):
+        combine(base, [base, base], [float("nan"), 1.0], None, 300, S_gen=2, x_t0=latents.x_t0)
+    mixed = mix_noise_predictors([base, base], lambda t: [float("nan"), 1.0])
+    with pytest.raises(ValueError, match="gamma_i must be finite"):
+        ddim_generate(mixed, latents.x_t0, base.schedule, 300, 2)
+    for name in ("lambda_l1", "lambda_id", "lambda_clip", "lr"):
+        with pytest.raises(ValueError, match=f"{name}=nan must be a finite number"):
+            FinetuneConfig("a", "b", t0=300, **{name: float("nan")})
+
+
+# --- shapes and batch sizes ----------------------------------------------------------------------------------
+
+
+def test_images_and_latents_must_agree_in_number(base, images, latents):
+    with pytest.raises(ValueError, match="got 4 images and 2 latents"):
+        manipulate(base, base, images, 300, S_gen=2, x_t0=latents.x_t0[:2])
+    both = manipulate(base, base, images, 300, S_gen=2, x_t0=latents.x_t0)
+    assert torch.equal(both, manipulate(base, base, None, 300, S_gen=2, x_t0=latents.x_t0))
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((2, 3, 8, 8), r"x_t0 must be \(N, 3, 16, 16\) for this model, got \(2, 3, 8, 8\)"),
+        ((2, 1, 16, 16), r"got \(2, 1, 16, 16\)"),
+        ((2, 16, 16, 3), r"channels last\? use x.permute"),
+        ((0, 3, 16, 16), "empty batch"),
+    ],
+)
+def test_latents_of_another_shape_are_a_clear_error(base, shape, message):
+    with pytest.raises(ValueError, match=message):
+        manipulate(base, base, None, 300, S_gen=2, x_t0=torch.zeros(shape))
+
+
+def test_finetuning_checks_its_latents_against_the_model(base, images):
+    small = Latents(images[:, :, :8, :8], torch.zeros(4, 3, 8, 8), 300, 2)
+    with pytest.raises(ValueError, match=r"takes \(N, 3, 16, 16\)"):
+        finetune(base, FakeCLIP(), small, FinetuneConfig("a", "b", t0=300), progress=False)
+    with pytest.raises(ValueError, match="lambda_id=0.5 needs an identity term"):
+        finetune(base, FakeCLIP(), Latents(images, images, 300, 2), FinetuneConfig("a", "b", 300, lambda_id=0.5))
+
+
+def test_latents_must_pair_each_image_with_its_latent(images):
+    with pytest.raises(ValueError, match=r"Latents.x0 \(4, 3, 16, 16\) and Latents.x_t0 \(2, 3, 16, 16\)"):
+        Latents(images, images[:2], 300, 40)
+    with pytest.raises(ValueError, match="Latents.t0=True must be an integer"):
+        Latents(images, images, True, 40)
+
+
+def test_an_empty_batch_is_a_clear_error(base):
+    with pytest.raises(ValueError, match=r"image is an empty batch \(0, 3, 16, 16\)"):
+        precompute_latents(base, torch.zeros(0, 3, 16, 16), 300, 2, cache_dir=None)
+
+
+# --- types and counts ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "t0, message",
+    [(True, "t0=True must be an integer, not a bool"), (torch.tensor(500), r"not a Tensor \(use int\(x\)")],
+)
+def test_t0_must_be_a_plain_integer(base, images, t0, message):
+    with pytest.raises(ValueError, match=message):
+        ddim_invert(base, images, base.schedule, t0, 2)
+    with pytest.raises(ValueError, match=message):
+        precompute_latents(base, images, t0, 2, cache_dir=None)
+
+
+def test_more_steps_than_distinct_times_are_lowered_with_a_warning(schedule):
+    with pytest.warns(UserWarning, match="S=2000 steps over \\[0, t0=500\\] would repeat times: using the 501"):
+        grid = time_sequence(2000, 500)
+    assert grid == time_sequence(501, 500) == list(range(501))
+    eps = lambda x, t: 0.1 * x  # noqa: E731
+    x = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="would repeat times"):
+        many = ddim_generate(eps, x, schedule, 500, 2000)
+    assert torch.equal(many, ddim_generate(eps, x, schedule, 500, 501))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning at or below t0 + 1
+        time_sequence(501, 500)
+    with pytest.warns(UserWarning, match="S_gen=2000 > t0 \\+ 1 would repeat times: using S_gen=501"):
+        assert FinetuneConfig("a", "b", t0=500, S_gen=2000) == FinetuneConfig("a", "b", t0=500, S_gen=501)
+
+
+@pytest.mark.parametrize(
+    "settings_, message",
+    [
+        ({"epochs": 2.5}, "epochs=2.5 must be an integer"),
+        ({"batch_size": True}, "batch_size=True must be an integer"),
+        ({"clip_views": -3}, "clip_views=-3 must be >= 0"),
+        ({"templates": ()}, "templates must be a non-empty tuple"),
+        ({"templates": ("a photo",)}, "needs exactly one '{}'"),
+        ({"templates": "a photo of {}"}, "templates must be a non-empty tuple"),
+        ({"t0": 500.0}, "t0=500.0 must be an integer"),
+        ({"lr": 0.0}, "must be > 0"),
+        ({"lambda_l1": -1.0}, "lambda_l1=-1.0 must be a finite number >= 0"),
+    ],
+)
+def test_finetune_settings_are_checked_when_made(settings_, message):
+    with pytest.raises(ValueError, match=message):
+        FinetuneConfig("angry", "face", **{"t0": 500, **settings_})
+
+
+def test_texts_must_be_non_empty_strings():
+    with pytest.raises(ValueError, match="target must be a non-empty text, got None"):
+        FinetuneConfig(None, "face", t0=500)
+
+
+def test_prompts_past_the_clip_context_are_warned():
+    clip = dclip.load_clip("tinyclip", device="cpu")
+    with pytest.warns(UserWarning, match=r"is \d+ tokens long; tinyclip reads only the first 32"):
+        clip.encode_text(["a face " * 40])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clip.encode_text(["an angry face"])
+
+
+def test_finetuning_leaves_the_global_rng_alone_and_is_seeded(base, latents):
+    cfg = FinetuneConfig("a", "b", t0=300, S_gen=2, clip_views=2, batch_size=2)
+    clip = FakeCLIP()  # (which seeds the global RNG itself)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    one = finetune(base, clip, latents, cfg, progress=False).history
+    assert torch.equal(torch.get_rng_state(), state)
+    two = finetune(base, clip, latents, cfg, progress=False).history
+    other = finetune(base, clip, latents, dataclasses.replace(cfg, seed=1), progress=False).history
+    assert one == two and one != other
+
+
+# --- images in and out ---------------------------------------------------------------------------------------
+
+
+def test_a_16_bit_grey_png_keeps_its_range(tmp_path):
+    grey = np.full((8, 8), 32768, np.uint16)  # mid-grey
+    Image.fromarray(grey).save(tmp_path / "g16.png")
+    x = load_image(tmp_path / "g16.png", 8)
+    assert x.shape == (1, 3, 8, 8) and x.abs().max() < 0.01
+    assert load_image(grey, 8).abs().max() < 0.01  # a uint16 array too
+
+
+def test_a_float_tiff_in_0_1_is_not_black(tmp_path):
+    Image.fromarray(np.full((8, 8), 0.75, np.float32)).save(tmp_path / "f.tif")
+    assert load_image(tmp_path / "f.tif", 8).mean().item() == pytest.approx(0.5, abs=0.01)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    arr = np.zeros((16, 16, 3), np.uint8)
+    arr[:8] = (255, 0, 0)  # red on top, blue below
+    arr[8:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 3  # rotated by 180 degrees
+    Image.fromarray(arr).save(tmp_path / "r.jpg", exif=exif, quality=95)
+    x = load_image(tmp_path / "r.jpg", 16)
+    assert x[0, 2, :4].mean() > 0.8 and x[0, 0, :4].mean() < -0.8  # upright: blue on top
+
+
+def test_a_palette_image_loads_its_colours(tmp_path):
+    im = Image.fromarray(np.full((8, 8, 3), (255, 0, 0), np.uint8)).convert("P")
+    im.save(tmp_path / "p.png")
+    x = load_image(tmp_path / "p.png", 8)
+    assert torch.allclose(x[0, :, 0, 0], torch.tensor([1.0, -1.0, -1.0]))
+
+
+def test_folders_skip_sub_folders_and_name_a_bad_file(tmp_path):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "x.png").mkdir()
+    assert load_image(tmp_path, 8).shape == (1, 3, 8, 8)
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "b.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=f"cannot read image {tmp_path / 'b.png'}"):
+        load_image(tmp_path, 8)
+
+
+def test_load_image_bad_arguments_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="no images given"):
+        load_image([], 8)
+    with pytest.raises(ValueError, match="size=32.0 must be an integer"):
+        load_image(np.zeros((8, 8), np.uint8), 32.0)
+    with pytest.raises(ValueError, match="non-finite"):
+        load_image(np.full((8, 8), np.nan, np.float32), 8)
+
+
+def test_save_images_never_overwrites_unless_asked(tmp_path):
+    first, second = torch.full((2, 3, 4, 4), -0.5), torch.full((1, 3, 4, 4), 0.5)
+    paths = save_images(first, tmp_path)
+    with pytest.raises(FileExistsError, match=f"{paths[0]} exists.*overwrite=True"):
+        save_images(second, tmp_path)
+    assert torch.equal(load_image(paths[0], 4), load_image(to_pil(first[0])[0], 4))  # kept
+    save_images(second, tmp_path, overwrite=True)
+    assert load_image(paths[0], 4).mean() > 0 and load_image(paths[1], 4).mean() < 0
+
+
+@pytest.mark.parametrize(
+    "x, kwargs, message",
+    [
+        (torch.zeros(1, 3, 4, 4), {"prefix": "../escape"}, "without path separators"),
+        (torch.full((1, 3, 4, 4), float("nan")), {}, "non-finite"),
+        (torch.full((1, 3, 4, 4), 200.0), {}, r"looks like \[0, 255\]"),
+        (torch.zeros(1, 1, 4, 4), {}, r"\(N, 3, H, W\)"),
+        (torch.zeros(4, 4), {}, r"\(N, C, H, W\)"),
+    ],
+)
+def test_save_images_checks_what_it_writes(tmp_path, x, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        save_images(x, tmp_path / "out", **kwargs)
+    assert not (tmp_path / "escape_000.png").exists() and not (tmp_path / "out").exists()
+
+
+def test_the_tiny_world_resumes_only_plain_data(tmp_path):
+    from dclip.tinyworld.train import _Resumable
+
+    ckpt = _Resumable(tmp_path)
+    ckpt.save({"step": 3, "gen": torch.Generator().get_state(), "losses": [1.0]})
+    assert ckpt.load()["step"] == 3
+    torch.save({"step": 3, "code": Path}, ckpt.path)  # a pickled class: would run code on load
+    with pytest.raises(ValueError, match=f"cannot resume from {ckpt.path.resolve()}"):
+        ckpt.load()
+
+
+# --- property-based: the image and tensor boundary --------------------------------------------------------------
+
+values = st.one_of(
+    st.floats(-1, 1, width=32), st.floats(width=32, allow_nan=True, allow_infinity=True), st.just(float("nan"))
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(values, min_size=1, max_size=12), st.integers(1, 3))
+def test_check_image_accepts_exactly_finite_batches_in_range(pixels, n):
+    x = torch.tensor(pixels * n, dtype=torch.float32).reshape(n, 1, 1, len(pixels))
+    ok = all(np.isfinite(pixels)) and all(-1.05 <= p <= 1.05 for p in pixels)
+    try:
+        check_image(x)
+        accepted = True
+    except ValueError as e:
+        accepted = False
+        assert "non-finite" in str(e) or "must have values in [-1, 1]" in str(e)
+    assert accepted == ok
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 6), st.integers(0, 2**31 - 1))
+def test_images_survive_saving_and_loading_to_within_one_level(tmp_path_factory, n, size, seed):
+    x = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    paths = save_images(x, tmp_path_factory.mktemp("out"))
+    back = load_image(paths, size)
+    assert back.shape == x.shape and (back - x).abs().max() <= 1 / 127.5 + 1e-6
