@@ -29,7 +29,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-T4_FP16_TFLOPS = 25.0  # a T4's sustained fp16 tensor-core rate on convolutions, roughly a third of its 65 peak
+T4_FP16_TFLOPS = 15.0  # an assumed sustained fp16 rate of a T4 on this UNet: about a quarter of its 65 TFLOP/s peak
 
 START = """import time, json, torch
 from dclip.budget import EvalCounter

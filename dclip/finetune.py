@@ -280,7 +280,7 @@ def finetune(
     if cfg.lambda_id > 0 and identity is None:
         raise ValueError(
             f"lambda_id={cfg.lambda_id} needs an identity term: pass identity=lowpass_identity in the tiny world or "
-            "face_identity() for real faces, or set lambda_id=0"
+            "dclip.identity.arcface_identity() for real faces, or set lambda_id=0"
         )
     device = model.device
     base = fingerprint(model)

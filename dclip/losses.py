@@ -122,7 +122,7 @@ def identity_loss(
     """Identity loss (Eq. 11): ``lambda_L1 |x0 - x_gen| + lambda_face L_face(x_gen, x0)``.
 
     The L1 term is the mean absolute difference per image. A ``lambda_face > 0`` needs an identity term
-    ``face`` (:func:`face_identity` on real faces, :func:`lowpass_identity` in the tiny world).
+    ``face`` (:func:`dclip.identity.arcface_identity` on real faces, :func:`lowpass_identity` in the tiny world).
     """
     if x_gen.shape != x0.shape:
         raise ValueError(f"x_gen {tuple(x_gen.shape)} and x0 {tuple(x0.shape)} must have the same shape")
@@ -130,7 +130,7 @@ def identity_loss(
     if lambda_face > 0:
         if face is None:
             raise ValueError(
-                "lambda_ID > 0 needs an identity term: pass face=face_identity() for real faces or "
+                "lambda_ID > 0 needs an identity term: pass face=dclip.identity.arcface_identity() for real faces or "
                 "face=lowpass_identity for the tiny world, or set lambda_ID = 0"
             )
         loss = loss + lambda_face * face(x_gen, x0)
@@ -143,27 +143,3 @@ def lowpass_identity(x_gen: torch.Tensor, x0: torch.Tensor, size: int = 16) -> t
     such as brows). A tiny face's identity is its position, size, shape, colours and background, which this
     keeps; it uses neither the guiding CLIP nor the judge. Returns (N,)."""
     return (F.adaptive_avg_pool2d(x_gen, size) - F.adaptive_avg_pool2d(x0, size)).square().flatten(1).mean(1)
-
-
-def face_identity(device: str | torch.device | None = None) -> IdentityTerm:
-    """A face-recognition identity term ``1 - cos(R(x_gen), R(x0))`` (the paper uses ArcFace), from the
-    ``facenet-pytorch`` package (InceptionResnetV1, VGGFace2). Raises a clear error where it is not installed."""
-    try:
-        from facenet_pytorch import InceptionResnetV1
-    except ImportError as e:
-        raise ImportError(
-            "the face identity loss needs a face-recognition backbone: `pip install facenet-pytorch` "
-            "(its weights download on first use), or set lambda_ID = 0"
-        ) from e
-    net = InceptionResnetV1(pretrained="vggface2").eval().requires_grad_(False)
-    if device is not None:
-        net = net.to(device)
-
-    def term(x_gen: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        def emb(x: torch.Tensor) -> torch.Tensor:
-            return F.normalize(net(F.interpolate(x, size=(160, 160), mode="bilinear", align_corners=False)), dim=-1)
-
-        return 1 - (emb(x_gen) * emb(x0)).sum(-1)
-
-    term.cache_name = "facenet_pytorch.InceptionResnetV1[vggface2]"  # its name in fine-tuning cache keys
-    return term

@@ -72,7 +72,7 @@ def segmentation_consistency(parts_edit: torch.Tensor, parts_ref: torch.Tensor) 
 def identity_similarity(x_gen: torch.Tensor, x0: torch.Tensor, face=None) -> float:
     """Identity similarity of edits to their sources, higher is closer (1 = same).
 
-    With ``face`` (an identity term from :func:`dclip.losses.face_identity`, ``1 - cos`` of face embeddings):
+    With ``face`` (an identity term from :func:`dclip.identity.arcface_identity`, ``1 - cos`` of face embeddings):
     the mean cosine similarity, as the paper's ID metric. Without it, the tiny world's documented STAND-IN:
     the cosine similarity of the mean-centred 8 x 8 low-pass images (position, size, shape, background).
     """

@@ -9,8 +9,6 @@ small random UNet of the same architecture at 32x32 with the tiny CLIP, so CI ex
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import warnings
 from functools import cached_property
 from pathlib import Path
@@ -26,7 +24,6 @@ from dclip.worlds import World
 #: Seeds of the sampled images: image i of the training set is x_T drawn with seed TRAIN_SEED + i, image i of the
 #: test set with TEST_SEED + i; the ranges never meet for fewer than 10**6 images.
 TRAIN_SEED, TEST_SEED = 0, 1_000_000
-DEFAULT_SAMPLES = Path.home() / ".cache" / "dclip" / "samples"
 
 
 def sample_images(
@@ -36,25 +33,36 @@ def sample_images(
     seed: int,
     steps: int = 50,
     batch_size: int = 8,
-    cache_dir: str | Path | None = DEFAULT_SAMPLES,
+    cache_dir: str | Path | None = "default",
     progress: bool = True,
 ) -> torch.Tensor:
     """``n`` samples of ``model`` (DDIM from x_T = N(0, I) at t = T - 1, ``steps`` steps, x0 clipped), image i drawn
     from seed ``seed + i``: the same seed gives the same image whatever ``n``. [-1, 1], (n, 3, S, S), on the CPU.
 
-    Cached under ``cache_dir`` by the model's weights, seeds and steps (written atomically); None turns it off.
+    Cached (:mod:`dclip.cache`, kind ``samples``; ``cache_dir`` another folder, None no cache) by the model's
+    weights, seeds and steps; a damaged or mismatched entry is sampled again with a warning naming the file.
     """
+    from dclip.cache import cache_dir as samples_dir
+    from dclip.cache import load_checked, save_tensors_atomic
     from dclip.finetune import fingerprint
+    from dclip.schedule import check_int
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n={n!r} must be a positive int")
-    path = None
+    check_int(n, "n", minimum=1)
+    path, request = None, None
     if cache_dir is not None:
-        key = hashlib.sha1(f"{fingerprint(model)}|{seed}|{n}|{steps}".encode()).hexdigest()[:16]
-        path = Path(cache_dir) / f"{model.name.replace('/', '_')}-seed{seed}-n{n}-S{steps}-{key}.pt"
-        cached = _load_samples(path, n, model.image_size)
-        if cached is not None:
-            return cached
+        base = fingerprint(model)
+        request = {"model": base, "seed": seed, "n": n, "steps": steps}
+        key = hashlib.sha1(repr(sorted(request.items())).encode()).hexdigest()[:16]
+        folder = samples_dir("samples") if cache_dir == "default" else Path(cache_dir)
+        path = folder / f"{model.name.replace('/', '_')}-seed{seed}-n{n}-S{steps}-{key}.safetensors"
+        shape = (n, 3, model.image_size, model.image_size)
+        found = load_checked(
+            path,
+            expect=request,
+            check=lambda t, m: None if tuple(t["images"].shape) == shape else f"holds {tuple(t['images'].shape)}",
+        )
+        if found is not None:
+            return found[0]["images"]
     shape = (3, model.image_size, model.image_size)
     noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)])
     chunks = []
@@ -64,34 +72,8 @@ def sample_images(
             chunks.append(x.clamp(-1, 1).float().cpu())
     images = torch.cat(chunks)
     if path is not None and torch.isfinite(images).all():
-        _save_atomic(images, path)
+        save_tensors_atomic(path, {"images": images}, metadata=request)
     return images
-
-
-def _load_samples(path: Path, n: int, size: int) -> torch.Tensor | None:
-    if not path.exists():
-        return None
-    try:
-        images = torch.load(path, weights_only=True)
-    except Exception as e:  # a damaged file: sample again
-        warnings.warn(f"ignoring unreadable cached samples {path} ({type(e).__name__}); sampling again", stacklevel=3)
-        return None
-    if not isinstance(images, torch.Tensor) or tuple(images.shape) != (n, 3, size, size) or not images.isfinite().all():
-        warnings.warn(f"ignoring cached samples {path} that do not match the request; sampling again", stacklevel=3)
-        return None
-    return images
-
-
-def _save_atomic(tensor: torch.Tensor, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(tensor, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class RealWorld(World):

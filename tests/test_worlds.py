@@ -94,10 +94,9 @@ def smoke():
     return dclip.world("smoke", device="cpu")
 
 
-def test_real_training_images_are_n_distinct_model_samples_disjoint_from_test_images(smoke, tmp_path, monkeypatch):
+def test_real_training_images_are_n_distinct_model_samples_disjoint_from_test_images(smoke, tmp_path):
     from dclip import realworld
 
-    monkeypatch.setattr(realworld, "DEFAULT_SAMPLES", tmp_path)
     full = dclip.world("smoke-full", device="cpu")
     assert full.settings.n_train == 50
     train = realworld.sample_images(smoke.model, 50, seed=realworld.TRAIN_SEED, steps=2, cache_dir=tmp_path)
@@ -114,10 +113,10 @@ def test_sampled_images_are_cached_and_a_damaged_cache_is_resampled(smoke, tmp_p
     from dclip.realworld import sample_images
 
     first = sample_images(smoke.model, 2, seed=5, steps=2, cache_dir=tmp_path)
-    (path,) = tmp_path.glob("*.pt")
+    (path,) = tmp_path.glob("*.safetensors")
     assert torch.equal(sample_images(smoke.model, 2, seed=5, steps=2, cache_dir=tmp_path), first)
     path.write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="unreadable cached samples"):
+    with pytest.warns(UserWarning, match=f"{path.name}.*cannot be read"):
         assert torch.equal(sample_images(smoke.model, 2, seed=5, steps=2, cache_dir=tmp_path), first)
 
 
