@@ -53,6 +53,7 @@ class Settings:
     sizes: dict[str, int]  # the batch sizes chapters scale by: "show", "eval", "samples", "table"
     n_sweep: tuple[tuple[int, int, int], ...] = ()  # (N, epochs, batch size) of chapter 09's study of N
     sample_steps: int = 50  # DDIM steps of a sampled image (worlds whose images are the model's samples)
+    table_steps: tuple[int, ...] = (6, 40, 200)  # the S_for and S_gen values of chapter 03's table (the paper's)
     notes: dict[str, str] = field(default_factory=dict)  # "tiny world vs paper" remarks, by topic
 
     @classmethod
@@ -60,6 +61,7 @@ class Settings:
         d = dict(d)
         d["train_steps"], d["test_steps"] = tuple(d["train_steps"]), tuple(d["test_steps"])
         d["n_sweep"] = tuple(tuple(row) for row in d.get("n_sweep", ()))
+        d["table_steps"] = tuple(d.get("table_steps", (6, 40, 200)))
         return cls(**d)
 
 
