@@ -84,6 +84,16 @@ def run_chapter(path: Path, env: dict[str, str]) -> dict:
     return json.loads(text.split("DRYRUN", 1)[1])
 
 
+def device_name() -> str:
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"{os.cpu_count()}-core CPU ({platform.machine()})"
+
+
 def unet_gflops(world: str) -> float:
     """Forward GFLOPs of one image through the world's UNet (torch's FLOP counter, on the CPU)."""
     import torch
@@ -136,7 +146,13 @@ def main(argv: list[str] | None = None) -> None:
         entry = WORLDS[a.world]
         owner = a.world if isinstance(entry["settings"], dict) else entry["settings"]
         table = json.loads(COSTS_FILE.read_text()) if COSTS_FILE.exists() else {"worlds": {}}
-        table["worlds"][owner] = {k: {"evals": r["evals"]} for k, r in sorted(rows.items())}
+        measured = a.world == owner  # the world's own models ran: its seconds mean something (smoke-full's do not)
+        table["worlds"][owner] = {
+            k: {"evals": r["evals"], **({"seconds": round(r["seconds"])} if measured else {})}
+            for k, r in sorted(rows.items())
+        }
+        if measured:
+            table.setdefault("devices", {})[owner] = device_name()
         if owner == "celeba-hq":
             gflops = unet_gflops(owner)
             table["unet_gflops"] = {owner: round(gflops, 1)}

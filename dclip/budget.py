@@ -62,8 +62,14 @@ def chapter_budget(chapter: str, world) -> str:
     row = table.get("worlds", {}).get(world.settings_name, {}).get(chapter)
     if row is None:
         return f"chapter {chapter}: no measured cost for the {world.name} world (run benchmarks/real_dryrun.py)"
-    line = f"chapter {chapter} on the {world.name} world: about {row['evals']:,} UNet image-evaluations"
+    line = f"chapter {chapter} in the {world.name} world: about {row['evals']:,} UNet image-evaluations"
+    if "seconds" in row:
+        line += f"; it took {_minutes(row['seconds'])} on a {table['devices'][world.settings_name]} (measured)"
     t4 = table.get("t4_seconds_per_eval", {}).get(world.settings_name)
     if t4:
-        line += f", about {row['evals'] * t4 / 60:.0f} min of UNet time on a Colab T4 (estimated, not measured)"
+        line += f"; about {_minutes(row['evals'] * t4)} of UNet time on a Colab T4 (estimated from its FLOPs)"
     return line
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
