@@ -5,6 +5,7 @@
     python benchmarks/real_dryrun.py --world celeba-hq --random-weights   # a CUDA GPU, offline: random weights of
                                                                    # the real architectures in a temporary HF cache
     python benchmarks/real_dryrun.py --world smoke-full --store    # also write dclip/configs/chapter_costs.json
+    python benchmarks/real_dryrun.py --table                       # the stored table as markdown (docs/results.md)
 
 UNet image-evaluations (dclip.budget: one image through the forward pass; a backward counts two, a checkpointed
 recomputation once more) depend only on a world's settings, not on the device or the weights, so the smoke-full
@@ -116,13 +117,45 @@ def unet_gflops(world: str) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def markdown_table() -> str:
+    """Per chapter: UNet image-evaluations in each stored world, measured seconds, the T4 estimate."""
+    from dclip.budget import chapter_costs
+
+    table = chapter_costs()
+    worlds = table["worlds"]
+    t4 = table.get("t4_seconds_per_eval", {})
+    head = ["chapter"]
+    for w in worlds:
+        head.append(f"{w}: UNet evals")
+        if any("seconds" in r for r in worlds[w].values()):
+            head.append(f"{w}: seconds on {table['devices'][w]}")
+        if w in t4:
+            head.append(f"{w}: T4 estimate (min)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for chapter in sorted({c for rows in worlds.values() for c in rows}):
+        cells = [chapter]
+        for w, rows in worlds.items():
+            r = rows.get(chapter, {})
+            cells.append(f"{r['evals']:,}" if r else "")
+            if any("seconds" in x for x in rows.values()):
+                cells.append(str(r.get("seconds", "")))
+            if w in t4:
+                cells.append(f"{r['evals'] * t4[w] / 60:.1f}" if r else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--world", default="smoke-full")
     p.add_argument("--random-weights", action="store_true", help="real architectures, random weights, offline")
     p.add_argument("--chapters", nargs="*", help="e.g. 03 05 (default: all)")
     p.add_argument("--store", action="store_true", help="write the counts to dclip/configs/chapter_costs.json")
+    p.add_argument("--table", action="store_true", help="print the stored table as markdown and stop")
     a = p.parse_args(argv)
+    if a.table:
+        print(markdown_table())
+        return
     env = {"DCLIP_WORLD": a.world, "TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
     tmp = tempfile.TemporaryDirectory()
     if a.random_weights:
