@@ -7,12 +7,14 @@
     python benchmarks/real_dryrun.py --world smoke-full --store    # also write dclip/configs/chapter_costs.json
     python benchmarks/real_dryrun.py --table                       # the stored table as markdown (docs/results.md)
 
-UNet image-evaluations (dclip.budget: one image through the forward pass; a backward counts two, a checkpointed
-recomputation once more) depend only on a world's settings, not on the device or the weights, so the smoke-full
-world (the real world's settings and code on a 32x32 random UNet) gives the real world's counts on a CPU. Time and
-memory need the real architecture on a GPU: ``--random-weights`` writes the google/ddpm-celebahq-256 UNet
-(architecture of ``configs/diffusion_models.json``) and open_clip's ViT-B-16-quickgelu with random weights into a
-temporary Hugging Face cache and runs offline, so nothing is downloaded; the images are noise, the costs are real.
+Each chapter runs in a fresh dclip cache, as in a new Colab runtime (each chapter's badge opens one), so what it
+trains is counted in it. UNet image-evaluations (dclip.budget: one image through the forward pass; a backward
+counts two, a checkpointed recomputation once more) depend only on a world's settings, not on the device or the
+weights, so the smoke-full world (the real world's settings and code on a 32x32 random UNet) gives the real world's
+counts on a CPU. Time and memory need the real architecture on a GPU: ``--random-weights`` writes the google/ddpm-
+celebahq-256 UNet (architecture of ``configs/diffusion_models.json``) and open_clip's ViT-B-16-quickgelu with
+random weights into a temporary Hugging Face cache and runs offline, so nothing is downloaded; the images are
+noise, the costs are real.
 """
 
 from __future__ import annotations
@@ -73,14 +75,15 @@ def run_chapter(path: Path, env: dict[str, str]) -> dict:
     nb.cells = [c for c in nb.cells if "NBVAL_SKIP" not in c.source]  # the Colab install cell
     nb.cells.insert(0, nbformat.v4.new_code_cell(START))
     nb.cells.append(nbformat.v4.new_code_cell(END))
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        with tempfile.TemporaryDirectory() as cwd:
+    with tempfile.TemporaryDirectory() as cwd:
+        env = {"DCLIP_CACHE": str(Path(cwd) / "cache"), **env}  # a fresh cache: a new Colab runtime per chapter
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
             NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": cwd}}).execute()
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     text = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
     return json.loads(text.split("DRYRUN", 1)[1])
 
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     tmp = tempfile.TemporaryDirectory()
     if a.random_weights:
         random_weights_cache(Path(tmp.name))
-        env.update(HF_HUB_CACHE=tmp.name, HF_HUB_OFFLINE="1", DCLIP_CACHE=str(Path(tmp.name) / "dclip"))
+        env.update(HF_HUB_CACHE=tmp.name, HF_HUB_OFFLINE="1")
     rows = {}
     print(f"{'chapter':<34} {'seconds':>8} {'peak GB':>8} {'UNet evals':>11}", flush=True)
     for path in NOTEBOOKS:
