@@ -20,7 +20,7 @@ unit: $(VENV)/.installed
 	$(PY) -m pytest tests
 
 notebooks: $(VENV)/.installed
-	TQDM_DISABLE=1 DCLIP_PROFILE=$${DCLIP_PROFILE:-tiny} $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
+	TQDM_DISABLE=1 DCLIP_WORLD=$${DCLIP_WORLD:-tiny} $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check dclip tests benchmarks

@@ -131,7 +131,7 @@ def load_clip(name: str = "tinyclip", device: str | torch.device | None = None, 
             f"cannot load CLIP {name!r} ({arch}, pretrained={tag!r}): the weights are not in the cache "
             f"({hub_cache()}) and the hub cannot be reached ({type(e).__name__}). To fix: download them on a machine "
             f"with internet and copy the cache, pass a local weights file with pretrained=PATH, or use the "
-            f"offline tiny world: load_clip('tinyclip'), or set DCLIP_PROFILE=tiny."
+            f"offline tiny world: load_clip('tinyclip'), or set DCLIP_WORLD=tiny."
         ) from e
     model.eval().requires_grad_(False)
     clip = CLIP(model, open_clip.get_tokenizer(name if name.startswith("hf-hub:") else arch), name)

@@ -285,6 +285,7 @@ def finetune(
     device = model.device
     base = fingerprint(model)
     tuned = copy.deepcopy(init if init is not None else model).train().requires_grad_(True)
+    inference_dtype, tuned.autocast_dtype = tuned.autocast_dtype, None  # cfg.precision governs training
     opt = torch.optim.Adam(tuned.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_every, gamma=cfg.lr_gamma)
     delta_t = text_direction(clip, cfg.target, cfg.reference, cfg.templates).to(device)
@@ -348,6 +349,7 @@ def finetune(
                     sched.step()  # once per iteration (batch), also for Alg. 2's S_gen steps on it
     bar.close()
     tuned.eval().requires_grad_(False)
+    tuned.autocast_dtype = inference_dtype  # edits with the fine-tuned model run as the pretrained one's
     broken = [n for n, p in tuned.named_parameters() if not bool(torch.isfinite(p).all())]
     if broken:
         raise FloatingPointError(

@@ -77,7 +77,10 @@ def arcface_identity(device: str | torch.device = "cpu") -> ArcFaceIdentity:
             f"ArcFace's weights could not be loaded from {ARCFACE_WEIGHTS} ({type(e).__name__}: {e}); "
             "copy the file into torch.hub's checkpoints folder to use it offline"
         ) from e
-    net.load_state_dict(state)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise IdentityUnavailable(f"the file from {ARCFACE_WEIGHTS} does not fit ArcFace IR-SE50: {e}") from e
     return ArcFaceIdentity(net, name="arcface-ir-se50").to(device)
 
 

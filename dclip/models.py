@@ -12,7 +12,7 @@ import json
 import os
 import re
 import socket
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -44,7 +44,9 @@ class DiffusionModel(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         dtype = next(self.unet.parameters()).dtype
         count_backward = record(x)  # before the call: a checkpoint's recomputation may stop inside the UNet
-        with torch.autocast(x.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+        # no autocast block at all when unset: a disabled one would switch off an enclosing autocast (fine-tuning's)
+        context = nullcontext() if self.autocast_dtype is None else torch.autocast(x.device.type, self.autocast_dtype)
+        with context:
             eps = self.unet(x.to(dtype), t).sample.to(x.dtype)
         count_backward(eps)
         return eps
@@ -110,7 +112,7 @@ def _not_available(name: str, repo: str, detail: str) -> ModelNotAvailableError:
         f"cannot load model {name!r}: the weights of hub repo {repo!r} are not in the Hugging Face cache "
         f"({hub_cache()}) and the hub cannot be reached ({detail}). To fix: on a machine with internet run "
         f"`huggingface-cli download {repo}` and copy the cache, or pass a local folder or checkpoint path as the "
-        f"name; or use the offline tiny world: load_diffusion('tinyfaces'), or set DCLIP_PROFILE=tiny."
+        f"name; or use the offline tiny world: load_diffusion('tinyfaces'), or set DCLIP_WORLD=tiny."
     )
 
 

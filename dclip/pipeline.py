@@ -23,6 +23,9 @@ from dclip.recipes import Recipe
 from dclip.worlds import World
 
 
+KEEP_TUNED = 2  # fine-tuned models held in memory; older ones are loaded again from the disk cache when asked
+
+
 @dataclass
 class DiffusionCLIP:
     world: World
@@ -89,6 +92,9 @@ class DiffusionCLIP:
             self._tuned[key] = finetune_or_load(
                 self.model, self.clip, latents, cfg, identity, progress=progress, callback=callback, force=force
             )
+        self._tuned[key] = self._tuned.pop(key)  # most recently used last
+        while len(self._tuned) > KEEP_TUNED:  # the others stay on disk (a 256x256 UNet is 455 MB of GPU memory)
+            self._tuned.pop(next(iter(self._tuned)))
         return self._tuned[key]
 
     def edit(self, images: torch.Tensor, name: str, progress: bool = True) -> torch.Tensor:

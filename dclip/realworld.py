@@ -115,7 +115,7 @@ class RealWorld(World):
         try:
             return arcface_identity(device=self.device)
         except IdentityUnavailable as e:
-            warnings.warn(f"lambda_ID is 0 on the {self.name} world: {e}", stacklevel=2)
+            warnings.warn(f"lambda_ID is 0 on the {self.name} world: {e}", stacklevel=4)  # the caller of .identity
             self._identity_missing = str(e)
             return None
 

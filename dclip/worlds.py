@@ -50,7 +50,7 @@ class Settings:
     n_train: int  # N precomputed latents (Alg. 1, step 1)
     finetune: dict  # FinetuneConfig settings beyond the recipe's (lr, epochs, batch size, ...)
     finetune_alg2: dict  # what Alg. 2 changes of them on this world
-    sizes: dict[str, int]  # the batch sizes chapters scale by: "show", "eval", "samples", "table"
+    sizes: dict[str, int]  # the batch sizes chapters scale by: "show", "eval", "samples", "table", "edit"
     n_sweep: tuple[tuple[int, int, int], ...] = ()  # (N, epochs, batch size) of chapter 09's study of N
     sample_steps: int = 50  # DDIM steps of a sampled image (worlds whose images are the model's samples)
     table_steps: tuple[int, ...] = (6, 40, 200)  # the S_for and S_gen values of chapter 03's table (the paper's)
@@ -74,7 +74,7 @@ class World:
     """
 
     #: metrics of :data:`METRICS` this world computes, and why it cannot compute the others
-    measures: tuple[str, ...] = ("s_dir", "identity")
+    measures: tuple[str, ...] = ("s_dir",)
     why_not: dict[str, str] = {}
 
     def __init__(
@@ -100,6 +100,7 @@ class World:
 
     @cached_property
     def clip(self) -> CLIP:
+        """The CLIP whose losses guide fine-tuning (Eq. 8, 9) and whose S_dir evaluates it (Eq. 30)."""
         return load_clip(self.clip_name, device=self.device)
 
     @cached_property
@@ -122,13 +123,16 @@ class World:
     # --- recipes and settings ----------------------------------------------------------------------------------
     @property
     def recipes(self) -> list[Recipe]:
+        """The editing recipes of this world's domain."""
         return recipes_for(self.recipe_set)
 
     def recipe(self, name: str) -> Recipe:
+        """The recipe ``name`` of this world's domain (Table 5 or the tiny world's); the chapters use face recipes
+        (angry, red hair, zombie), so they run in the face worlds (tiny, celeba-hq, smoke)."""
         return get_recipe(self.recipe_set, name)
 
     def size(self, knob: str) -> int:
-        """A batch size chapters scale by (``"show"``, ``"eval"``, ``"samples"``, ``"table"``)."""
+        """A batch size chapters scale by (``"show"``, ``"eval"``, ``"samples"``, ``"table"``, ``"edit"``)."""
         if knob not in self.settings.sizes:
             raise ValueError(f"unknown size {knob!r}; this world has {sorted(self.settings.sizes)}")
         return self.settings.sizes[knob]
@@ -140,6 +144,7 @@ class World:
         return chapter_budget(chapter, self)
 
     def describe(self) -> str:
+        """One line for a chapter's first cell: the world, its models and the paper's settings it uses."""
         s = self.settings
         return (
             f"dclip world: {self.name} ({self.diffusion} DDPM, CLIP {self.clip_name}) on {self.device}; "
@@ -223,8 +228,9 @@ def _default() -> str:
 
     from dclip.models import DIFFUSION_MODELS, hub_reachable
 
-    cached = try_to_load_from_cache(DIFFUSION_MODELS["celeba-hq"]["repo"], "config.json")
-    return "celeba-hq" if isinstance(cached, str) or hub_reachable() else "tiny"
+    real = ALIASES["real"]
+    cached = try_to_load_from_cache(DIFFUSION_MODELS[WORLDS[real]["diffusion"]]["repo"], "config.json")
+    return real if isinstance(cached, str) or hub_reachable() else "tiny"
 
 
 def world(name: str | None = None, *, device: str | None = None) -> World:

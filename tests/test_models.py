@@ -87,7 +87,7 @@ def test_offline_without_weights_is_one_clear_error(offline, name):
         load_diffusion(name, device="cpu")
     message = str(err.value)
     assert name in message and str(offline) in message and DIFFUSION_MODELS[name]["repo"] in message
-    assert "huggingface-cli download" in message and "tinyfaces" in message and "DCLIP_PROFILE=tiny" in message
+    assert "huggingface-cli download" in message and "tinyfaces" in message and "DCLIP_WORLD=tiny" in message
     assert time.perf_counter() - start < 10  # no network time-outs
 
 

@@ -61,8 +61,11 @@ def test_the_package_has_no_import_cycle_even_through_function_level_imports():
 def test_no_module_outside_the_world_definitions_branches_on_a_world_name():
     for f in PACKAGE.glob("*.py"):
         text = f.read_text()
-        for name in ("tiny", "real", "smoke"):
-            assert f'== "{name}"' not in text and f"== '{name}'" not in text, f"{f.name} branches on {name!r}"
+        for name in ("tiny", "real", "smoke", "celeba-hq"):
+            for quote in "\"'":
+                literal = f"{quote}{name}{quote}"
+                assert f"== {literal}" not in text and f"!= {literal}" not in text, f"{f.name} branches on {name!r}"
+        assert ".name in (" not in text, f"{f.name} branches on a world's name"
 
 
 def test_world_is_chosen_by_name_environment_or_hardware(monkeypatch):
@@ -221,3 +224,24 @@ def test_a_model_under_autocast_returns_float32_close_to_the_float32_path():
     assert half.dtype == torch.float32 and not torch.equal(half, full)
     assert (half - full).abs().mean() < 0.02 * full.abs().mean()
     assert dclip.world("smoke", device="cpu").model.autocast_dtype is None  # CPU worlds stay float32
+
+
+def test_fine_tuning_keeps_its_own_precision_and_hands_back_the_models():
+    from fakes import FakeCLIP, small_model
+
+    from dclip.finetune import FinetuneConfig, Latents, finetune
+
+    base = small_model()
+    base.autocast_dtype = torch.bfloat16  # as a GPU world sets it for inference
+    x = torch.zeros(1, 3, 16, 16)
+    seen = []
+    result = finetune(
+        base,
+        FakeCLIP(),
+        Latents(x, x, 500, 4),
+        FinetuneConfig("angry face", "face", t0=500, S_gen=2),
+        callback=lambda i, entry, tuned: seen.append(tuned.autocast_dtype),
+        progress=False,
+    )
+    assert seen == [None]  # cfg.precision, not the inference dtype, governs training
+    assert result.model.autocast_dtype == torch.bfloat16 and base.autocast_dtype == torch.bfloat16
