@@ -245,3 +245,19 @@ def test_fine_tuning_keeps_its_own_precision_and_hands_back_the_models():
     )
     assert seen == [None]  # cfg.precision, not the inference dtype, governs training
     assert result.model.autocast_dtype == torch.bfloat16 and base.autocast_dtype == torch.bfloat16
+
+
+def test_pipe_edit_checks_its_images_before_any_fine_tuning(monkeypatch):
+    import dclip.pipeline as pipeline
+
+    def never(*args, **kwargs):
+        raise AssertionError("fine-tuning started before the images were checked")
+
+    monkeypatch.setattr(pipeline, "finetune_or_load", never)
+    pipe = DiffusionCLIP(dclip.world("tiny", device="cpu"))
+    bad = torch.zeros(2, 3, 32, 32)
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="(?i)nan|finite"):
+        pipe.edit(bad, "angry")
+    with pytest.raises(ValueError, match="32"):
+        pipe.edit(torch.zeros(2, 3, 16, 16), "angry")
