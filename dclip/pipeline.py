@@ -22,7 +22,6 @@ from dclip.models import DiffusionModel
 from dclip.recipes import Recipe
 from dclip.worlds import World
 
-
 KEEP_TUNED = 2  # fine-tuned models held in memory; older ones are loaded again from the disk cache when asked
 
 
