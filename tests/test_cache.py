@@ -38,10 +38,11 @@ def _cfg(**kw) -> FinetuneConfig:
     return FinetuneConfig("angry", "face", t0=300, S_gen=2, **kw)
 
 
-def _count(monkeypatch, name: str) -> list:
-    """Count the calls of dclip.finetune.<name> (still calling it)."""
-    calls, real = [], getattr(dclip.finetune, name)
-    monkeypatch.setattr(dclip.finetune, name, lambda *a, **k: calls.append(1) or real(*a, **k))
+def _count(monkeypatch, name: str, module=None) -> list:
+    """Count the calls of ``module.<name>`` (default dclip.finetune), still calling it."""
+    module = module or dclip.finetune
+    calls, real = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a, **k: calls.append(1) or real(*a, **k))
     return calls
 
 
@@ -358,3 +359,38 @@ def test_a_finetuned_entry_is_written_whole_with_its_card(base, images, tmp_path
     meta = load_checked(weights)[1]
     assert meta["key"] == weights.stem.split("-")[-1] and '"target": "angry"' in meta["card"]
     assert meta["card"] == weights.with_suffix(".json").read_text()
+
+
+SAMPLES_CHILD = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import safetensors.torch as st
+real = st.save_file
+
+def slow_save(tensors, filename, metadata=None):  # write half of the file, then hang until killed
+    real(tensors, filename, metadata=metadata)
+    data = open(filename, "rb").read()
+    open(filename, "wb").write(data[: len(data) // 2])
+    print("WRITING", flush=True)
+    time.sleep(600)
+
+st.save_file = slow_save
+from fakes import small_model
+from dclip.realworld import sample_images
+sample_images(small_model(), 2, seed=7, steps=2, cache_dir={samples!r}, progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_a_process_killed_while_writing_samples_leaves_no_entry_and_the_next_call_samples_again(tmp_path, monkeypatch):
+    import dclip.realworld as realworld
+
+    samples_dir = tmp_path / "samples"
+    _kill_while_writing(SAMPLES_CHILD.format(tests=str(TESTS), samples=str(samples_dir)))
+    names = [p.name for p in samples_dir.iterdir()]
+    assert len(names) == 1 and names[0].startswith(".") and names[0].endswith(".tmp")
+    fresh = realworld.sample_images(small_model(), 2, seed=7, steps=2, cache_dir=None, progress=False)
+    sampled = _count(monkeypatch, "ddim_generate", module=realworld)
+    first = realworld.sample_images(small_model(), 2, seed=7, steps=2, cache_dir=samples_dir, progress=False)
+    again = realworld.sample_images(small_model(), 2, seed=7, steps=2, cache_dir=samples_dir, progress=False)
+    assert len(sampled) == 1 and torch.equal(first, fresh) and torch.equal(again, fresh)
