@@ -85,7 +85,7 @@ def test_chapter_runs_the_real_worlds_code_path_in_the_smoke_world(path, tmp_pat
     import nbformat
     from nbclient import NotebookClient
 
-    env = {"DCLIP_WORLD": "smoke", "TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
+    env = {"DCLIP_WORLD": "smoke", "TQDM_DISABLE": "1", "MPLBACKEND": "Agg", "DCLIP_CACHE": str(tmp_path / "cache")}
     nb = nbformat.read(path, as_version=4)
     before = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
