@@ -86,6 +86,7 @@ def test_chapter_runs_the_real_worlds_code_path_in_the_smoke_world(path, tmp_pat
     from nbclient import NotebookClient
 
     env = {"DCLIP_WORLD": "smoke", "TQDM_DISABLE": "1", "MPLBACKEND": "Agg", "DCLIP_CACHE": str(tmp_path / "cache")}
+    env["OMP_NUM_THREADS"] = "1"  # the smoke world's 32x32 models run several times faster on one thread
     nb = nbformat.read(path, as_version=4)
     before = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
