@@ -62,7 +62,8 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["entry.txt"]
 
 
-CHILD = """
+#: The start of a child process whose safetensors writes stop half-way and hang until it is killed.
+SLOW_SAVE = """
 import sys, time
 sys.path.insert(0, {tests!r})
 import safetensors.torch as st
@@ -76,7 +77,11 @@ def slow_save(tensors, filename, metadata=None):  # write half of the file, then
     time.sleep(600)
 
 st.save_file = slow_save
-import torch
+"""
+
+CHILD = (
+    SLOW_SAVE
+    + """import torch
 from fakes import FakeCLIP, small_model
 from dclip.finetune import FinetuneConfig, finetune_or_load, precompute_latents
 images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 1.6 - 0.8
@@ -86,6 +91,7 @@ clip.cache_name = "fake-clip-0"
 cfg = FinetuneConfig("angry", "face", t0=300, S_gen=2)
 finetune_or_load(small_model(), clip, latents, cfg, cache_dir={finetuned!r}, progress=False)
 """
+)
 
 
 def _kill_while_writing(script: str) -> None:
@@ -361,24 +367,13 @@ def test_a_finetuned_entry_is_written_whole_with_its_card(base, images, tmp_path
     assert meta["card"] == weights.with_suffix(".json").read_text()
 
 
-SAMPLES_CHILD = """
-import sys, time
-sys.path.insert(0, {tests!r})
-import safetensors.torch as st
-real = st.save_file
-
-def slow_save(tensors, filename, metadata=None):  # write half of the file, then hang until killed
-    real(tensors, filename, metadata=metadata)
-    data = open(filename, "rb").read()
-    open(filename, "wb").write(data[: len(data) // 2])
-    print("WRITING", flush=True)
-    time.sleep(600)
-
-st.save_file = slow_save
-from fakes import small_model
+SAMPLES_CHILD = (
+    SLOW_SAVE
+    + """from fakes import small_model
 from dclip.realworld import sample_images
 sample_images(small_model(), 2, seed=7, steps=2, cache_dir={samples!r}, progress=False)
 """
+)
 
 
 @pytest.mark.slow
