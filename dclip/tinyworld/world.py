@@ -8,6 +8,7 @@ from functools import cached_property
 import torch
 
 from dclip.losses import IdentityTerm, lowpass_identity
+from dclip.metrics import segmentation_consistency
 from dclip.tinyworld.faces import ATTRIBUTES, make_faces, make_strokes
 from dclip.tinyworld.judge import RECIPE_TARGETS, judge_edit, judge_faces, load_judge
 from dclip.worlds import World
@@ -45,8 +46,10 @@ class TinyWorld(World):
         if recipe is None:  # no target: is every attribute and the segmentation kept?
             before, after = judge_faces(self.judge, source), judge_faces(self.judge, edited)
             kept = torch.stack([after[k] == before[k] for k in ATTRIBUTES]).all(0).float().mean().item()
-            seg = (after["parts"] == before["parts"]).float().mean().item()
-            return {"others_kept": kept, "segmentation_consistency": seg}
+            return {
+                "others_kept": kept,
+                "segmentation_consistency": segmentation_consistency(after["parts"], before["parts"]),
+            }
         return judge_edit(source, edited, *RECIPE_TARGETS[recipe], judge=self.judge)
 
     def training_images(self, n: int | None = None) -> torch.Tensor:
