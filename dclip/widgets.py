@@ -1,15 +1,131 @@
-"""ipywidgets controls for the notebooks. Each control's callback is a plain function, tested in the package;
-latents are cached, so moving a slider regenerates instead of recomputing everything."""
+"""ipywidgets controls for the chapters: t0, gamma(t), eta and seed, and a fine-tuning monitor.
+
+A control is two parts. An *explorer* is a plain callable that computes only the images shown and caches what a
+slider revisits (tested in the package like any function). :func:`control` puts sliders, a status line and the
+figure together: the sliders recompute on release, not while dragging (``continuous_update=False``); the status
+line says that a redraw is on its way while it runs, and how long it took; the figure is a PNG in an
+``ipywidgets.Image``, so it changes in place and no stale output piles up.
+"""
 
 from __future__ import annotations
 
 import copy
+import html
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
+import ipywidgets as w
 import torch
 
 from dclip.ddim import ddim_generate, ddim_invert
+from dclip.ddpm import q_sample
+from dclip.editing import combine, manipulate, to_pretrained_domain
 from dclip.models import DiffusionModel
 from dclip.plotting import plot_curves, show_images
+from dclip.schedule import Schedule
+
+Draw = Callable[..., "object"]  # keyword arguments (the sliders' values) -> a matplotlib Figure
+
+
+def figure_png(fig, *, dpi: int = 80) -> bytes:
+    """The PNG bytes of a matplotlib figure, which is then closed (so a notebook does not also show it)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _describe(values: dict[str, object]) -> str:
+    return ", ".join(f"{k} = {v:.2f}" if isinstance(v, float) else f"{k} = {v}" for k, v in values.items())
+
+
+class Control(w.VBox):
+    """Sliders, a status line and a figure: ``draw(**values)`` is redrawn when a slider is released.
+
+    ``update()`` redraws for the current values; ``redraws`` counts the redraws that finished; an error in ``draw``
+    is shown in the status line and the last figure stays."""
+
+    def __init__(self, draw: Draw, sliders: dict[str, w.ValueWidget], *, dpi: int = 80):
+        if not sliders:
+            raise ValueError("a control needs at least one slider")
+        for name, s in sliders.items():
+            if not hasattr(s, "continuous_update"):
+                raise TypeError(f"{name}: {type(s).__name__} is not a slider")
+            s.continuous_update = False  # recompute on release, never while dragging
+        self.draw, self.sliders, self.dpi = draw, dict(sliders), dpi
+        self.status = w.HTML()
+        self.image = w.Image(format="png")
+        self.redraws = 0
+        super().__init__([w.HBox(list(self.sliders.values())), self.status, self.image])
+        for s in self.sliders.values():
+            s.observe(self._changed, names="value")
+        self.update()
+
+    def values(self) -> dict[str, object]:
+        return {name: s.value for name, s in self.sliders.items()}
+
+    def _changed(self, _change: dict) -> None:
+        self.update()
+
+    def update(self) -> None:
+        values = self.values()
+        self.status.value = f"<i>working: {html.escape(_describe(values))} ...</i>"
+        start = time.perf_counter()
+        try:
+            self.image.value = figure_png(self.draw(**values), dpi=self.dpi)
+        except Exception as e:  # a control must survive a bad value; the status line says what went wrong
+            self.status.value = f"<b>error</b> at {html.escape(_describe(values))}: {html.escape(str(e))}"
+            return
+        self.redraws += 1
+        self.status.value = f"{html.escape(_describe(values))}: drawn in {time.perf_counter() - start:.1f} s"
+
+
+def control(draw: Draw, sliders: dict[str, w.ValueWidget], *, dpi: int = 80) -> Control:
+    """A :class:`Control` over ``sliders`` (name -> ipywidgets slider)."""
+    return Control(draw, sliders, dpi=dpi)
+
+
+def _int_slider(value: int, lo: int, hi: int, step: int, description: str) -> w.IntSlider:
+    return w.IntSlider(value=value, min=lo, max=hi, step=step, description=description, continuous_update=False)
+
+
+def _float_slider(value: float, lo: float, hi: float, step: float, description: str) -> w.FloatSlider:
+    return w.FloatSlider(value=value, min=lo, max=hi, step=step, description=description, continuous_update=False)
+
+
+def _t0_values(schedule: Schedule, n: int = 9) -> tuple[int, int, int]:
+    """(min, max, step) of a t0 slider over the model's T: n values at T/10, 2T/10, ..."""
+    step = schedule.T // (n + 1)
+    return step, step * n, step
+
+
+class NoisingExplorer:
+    """The forward process (Eq. 1) of images ``x0`` at any t, with the same noise w for every t."""
+
+    def __init__(self, schedule: Schedule, x0: torch.Tensor, *, seed: int = 0):
+        self.schedule, self.x0 = schedule, x0
+        self.noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0.device, x0.dtype)
+
+    def __call__(self, t: int) -> torch.Tensor:
+        return q_sample(self.x0, t, self.schedule, noise=self.noise)
+
+
+def noising_control(explorer: NoisingExplorer, *, n_show: int = 6) -> Control:
+    """A t slider for :class:`NoisingExplorer`: how much of x0 is left at t (sqrt(alpha_bar_t) in the title)."""
+    T = explorer.schedule.T
+
+    def draw(t: int):
+        a = float(explorer.schedule.alpha_bar[t])
+        return show_images(
+            {"x_0": explorer.x0[:n_show], f"x_t, t = {t}": explorer(t)[:n_show].clamp(-1, 1)},
+            title=f"t = {t}: x_t = {a**0.5:.3f} x_0 + {(1 - a) ** 0.5:.3f} w",
+        )
+
+    return control(draw, {"t": _int_slider(T // 2, 1, T - 1, 1, "t")})
 
 
 class ReconstructionExplorer:
@@ -33,25 +149,216 @@ class ReconstructionExplorer:
         return rec, ((rec - self.x0).abs() / 2).mean().item()
 
 
-def reconstruction_widget(explorer: ReconstructionExplorer, n_show: int = 6):
-    """Sliders for t0, S_for, S_gen that redraw the reconstruction of ``explorer``'s images."""
-    import ipywidgets as w
-    import matplotlib.pyplot as plt
+def reconstruction_control(explorer: ReconstructionExplorer, *, n_show: int = 6) -> Control:
+    """Sliders for t0, S_for, S_gen that redraw the reconstruction of ``explorer``'s images (Eq. 12 then 13)."""
+    lo, hi, step = _t0_values(explorer.model.schedule)
 
-    def draw(t0: int, S_for: int, S_gen: int) -> None:
+    def draw(t0: int, S_for: int, S_gen: int):
         rec, mae = explorer(t0, S_for, S_gen)
-        show_images(
+        return show_images(
             {"input": explorer.x0[:n_show], "reconstruction": rec[:n_show]},
-            title=f"t0={t0}, (S_for, S_gen)=({S_for}, {S_gen}): MAE {mae:.4f}",
+            title=f"t0 = {t0}, (S_for, S_gen) = ({S_for}, {S_gen}): MAE {mae:.4f}",
         )
-        plt.show()
 
-    return w.interactive(
+    return control(
         draw,
-        t0=w.IntSlider(500, 100, 900, 100, description="t0"),
-        S_for=w.IntSlider(40, 2, 200, 2, description="S_for"),
-        S_gen=w.IntSlider(6, 2, 100, 2, description="S_gen"),
+        {
+            "t0": _int_slider(hi // 2 // step * step, lo, hi, step, "t0"),
+            "S_for": _int_slider(40, 2, 200, 2, "S_for"),
+            "S_gen": _int_slider(6, 2, 100, 2, "S_gen"),
+        },
     )
+
+
+@dataclass
+class EditAtT0:
+    """Alg. 3 at one return step t0: the pretrained model's reconstruction, the edit, and its MAE to the source."""
+
+    t0: int
+    reconstruction: torch.Tensor
+    edit: torch.Tensor
+    mae: float
+
+
+class EditExplorer:
+    """Alg. 3 at any return step t0: invert ``x0`` with ``base`` (S_for steps), generate with ``base`` (the
+    reconstruction) and with ``tuned`` (the edit). One inversion per t0, cached; draws only ``x0``."""
+
+    def __init__(
+        self, base: DiffusionModel, tuned: DiffusionModel, x0: torch.Tensor, *, S_for: int = 40, S_gen: int = 6
+    ):
+        base.check_images(x0)
+        self.base, self.tuned, self.x0, self.S_for, self.S_gen = base, tuned, x0.to(base.device), S_for, S_gen
+        self._cache: dict[int, EditAtT0] = {}
+
+    def __call__(self, t0: int) -> EditAtT0:
+        if t0 not in self._cache:
+            with torch.no_grad():
+                x_t0 = ddim_invert(self.base, self.x0, self.base.schedule, t0, self.S_for)
+                rec = ddim_generate(self.base, x_t0, self.base.schedule, t0, self.S_gen).clamp(-1, 1)
+                edit = manipulate(self.base, self.tuned, None, t0, S_gen=self.S_gen, x_t0=x_t0).clamp(-1, 1)
+            self._cache[t0] = EditAtT0(t0, rec, edit, ((edit - self.x0).abs() / 2).mean().item())
+        return self._cache[t0]
+
+
+def edit_t0_control(explorer: EditExplorer, *, t0: int | None = None, label: str = "edit") -> Control:
+    """A t0 slider for :class:`EditExplorer`: small t0 keeps the source (faithful), large t0 lets the fine-tuned
+    model change more (the edit's MAE to the source, in the title, grows with t0)."""
+    lo, hi, step = _t0_values(explorer.base.schedule)
+    start = t0 if t0 is not None else hi // 2 // step * step
+
+    def draw(t0: int):
+        e = explorer(t0)
+        return show_images(
+            {"source": explorer.x0, "reconstruction": e.reconstruction, label: e.edit},
+            title=f"t0 = {t0}: MAE(edit, source) = {e.mae:.3f}",
+        )
+
+    return control(draw, {"t0": _int_slider(start, lo, hi, step, "t0")})
+
+
+class StrokeExplorer:
+    """Alg. 4's first part at any t0: DDPM forward noising of ``strokes`` to t0 (Eq. 1, seeded) and DDIM
+    generation with the pretrained model (Eq. 13). Cached per t0."""
+
+    def __init__(self, base: DiffusionModel, strokes: torch.Tensor, *, S_gen: int = 40, seed: int = 0):
+        base.check_images(strokes)
+        self.base, self.strokes, self.S_gen, self.seed = base, strokes.to(base.device), S_gen, seed
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def __call__(self, t0: int) -> torch.Tensor:
+        if t0 not in self._cache:
+            g = torch.Generator().manual_seed(self.seed)
+            with torch.no_grad():
+                self._cache[t0] = to_pretrained_domain(self.base, self.strokes, t0, self.S_gen, generator=g)
+        return self._cache[t0]
+
+
+def stroke_t0_control(explorer: StrokeExplorer, *, t0: int | None = None) -> Control:
+    """A t0 slider for :class:`StrokeExplorer`: small t0 keeps the strokes (faithful, unrealistic), large t0 gives
+    a realistic image that forgets them (MAE to the strokes in the title)."""
+    lo, hi, step = _t0_values(explorer.base.schedule)
+    start = t0 if t0 is not None else hi // 2 // step * step
+
+    def draw(t0: int):
+        x = explorer(t0)
+        mae = ((x - explorer.strokes).abs() / 2).mean().item()
+        return show_images(
+            {"strokes": explorer.strokes, "generated": x}, title=f"t0 = {t0}: MAE(generated, strokes) = {mae:.3f}"
+        )
+
+    return control(draw, {"t0": _int_slider(start, lo, hi, step, "t0")})
+
+
+class SwitchExplorer:
+    """Alg. 5 with a time-dependent gamma(t): ``first`` predicts the noise while t >= t_switch, ``second`` after
+    (Eq. 14 with weights (1, 0) then (0, 1)). t_switch = 0 is all ``first``; t_switch > t0 all ``second``."""
+
+    def __init__(
+        self,
+        base: DiffusionModel,
+        first: DiffusionModel,
+        second: DiffusionModel,
+        x_t0: torch.Tensor,
+        t0: int,
+        *,
+        S_gen: int = 6,
+    ):
+        self.base, self.first, self.second, self.x_t0, self.t0, self.S_gen = base, first, second, x_t0, t0, S_gen
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def gammas(self, t_switch: int) -> Callable[[int], list[float]]:
+        return lambda t: [1.0, 0.0] if t >= t_switch else [0.0, 1.0]
+
+    def __call__(self, t_switch: int) -> torch.Tensor:
+        if t_switch not in self._cache:
+            with torch.no_grad():
+                x = combine(
+                    self.base,
+                    [self.first, self.second],
+                    self.gammas(t_switch),
+                    None,
+                    self.t0,
+                    S_gen=self.S_gen,
+                    x_t0=self.x_t0,
+                )
+            self._cache[t_switch] = x.clamp(-1, 1)
+        return self._cache[t_switch]
+
+
+def switch_control(explorer: SwitchExplorer, *, names: tuple[str, str] = ("first", "second"), sources=None) -> Control:
+    """A switch-time slider for :class:`SwitchExplorer`: gamma(t) gives the first model the steps t >= t_switch
+    (the coarse layout, decided early) and the second the rest (the details)."""
+    t0 = explorer.t0
+
+    def draw(t_switch: int):
+        rows = {} if sources is None else {"source": sources}
+        rows[f"{names[0]} until t = {t_switch}, then {names[1]}"] = explorer(t_switch)
+        return show_images(rows, title=f"gamma(t) = (1, 0) for t >= {t_switch}, (0, 1) below")
+
+    step = max(1, t0 // 10)
+    return control(draw, {"t_switch": _int_slider(t0 // 2 // step * step, 0, t0 + step, step, "t_switch")})
+
+
+class CombinationExplorer:
+    """Noise combination (Alg. 5, Eq. 14) of the pretrained model and named fine-tuned models on fixed latents.
+
+    ``explorer({"angry": 0.5, "red hair": 0.5})`` gives each fine-tuned model its weight and the pretrained model
+    the rest (``1 - sum``), so the gammas always sum to one; all zeros is the plain reconstruction."""
+
+    def __init__(
+        self, base: DiffusionModel, tuned: dict[str, DiffusionModel], x_t0: torch.Tensor, t0: int, S_gen: int = 6
+    ):
+        self.base, self.tuned, self.x_t0, self.t0, self.S_gen = base, tuned, x_t0, t0, S_gen
+
+    def __call__(self, weights: dict[str, float]) -> torch.Tensor:
+        unknown = set(weights) - set(self.tuned)
+        if unknown:
+            raise ValueError(f"no fine-tuned model named {sorted(unknown)}; known: {sorted(self.tuned)}")
+        names = [n for n in self.tuned if weights.get(n, 0.0) != 0.0]
+        gammas = [1.0 - sum(weights[n] for n in names)] + [weights[n] for n in names]
+        models = [self.base] + [self.tuned[n] for n in names]
+        with torch.no_grad():
+            return combine(self.base, models, gammas, None, self.t0, S_gen=self.S_gen, x_t0=self.x_t0).clamp(-1, 1)
+
+
+def combination_control(explorer: CombinationExplorer, *, sources=None) -> Control:
+    """One gamma slider per fine-tuned model (the pretrained model gets 1 - their sum)."""
+
+    def draw(**weights: float):
+        rows = {} if sources is None else {"source": sources}
+        rows["combined"] = explorer(weights)
+        rest = 1.0 - sum(weights.values())
+        return show_images(
+            rows,
+            title=", ".join(f"gamma[{k}] = {v:.2f}" for k, v in weights.items()) + f", gamma[pretrained] = {rest:.2f}",
+        )
+
+    return control(draw, {n: _float_slider(0.5 / len(explorer.tuned), 0.0, 1.0, 0.1, n) for n in explorer.tuned})
+
+
+class StochasticEditExplorer:
+    """Stochastic manipulation (App. F.5): Alg. 3 generating with ``eta`` > 0 (Eq. 5) from a seeded generator."""
+
+    def __init__(self, base: DiffusionModel, tuned: DiffusionModel, x_t0: torch.Tensor, t0: int, *, S_gen: int = 6):
+        self.base, self.tuned, self.x_t0, self.t0, self.S_gen = base, tuned, x_t0, t0, S_gen
+
+    def __call__(self, eta: float, seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            x = manipulate(self.base, self.tuned, None, self.t0, S_gen=self.S_gen, x_t0=self.x_t0, eta=eta, generator=g)
+        return x.clamp(-1, 1)
+
+
+def stochastic_edit_control(explorer: StochasticEditExplorer, *, sources=None) -> Control:
+    """eta and seed sliders: eta = 0 is the deterministic edit (every seed alike); eta > 0 varies with the seed."""
+
+    def draw(eta: float, seed: int):
+        rows = {} if sources is None else {"source": sources}
+        rows[f"eta = {eta:.1f}, seed {seed}"] = explorer(eta, seed)
+        return show_images(rows, title=f"stochastic manipulation: eta = {eta:.1f}, seed = {seed}")
+
+    return control(draw, {"eta": _float_slider(0.0, 0.0, 1.0, 0.1, "eta"), "seed": _int_slider(0, 0, 9, 1, "seed")})
 
 
 class FinetuneMonitor:
@@ -94,43 +401,3 @@ class FinetuneMonitor:
         curves = {k: [h[k] for h in self.history] for k in ("loss", "direction", "identity")}
         plot_curves(curves, title="Fine-tuning loss (Eq. 10)", xlabel="optimizer step", ylabel="loss")
         return show_images(self.previews, title="Edits of fixed latents while fine-tuning")
-
-
-class CombinationExplorer:
-    """Noise combination (Alg. 5, Eq. 14) of the pretrained model and named fine-tuned models on fixed latents.
-
-    ``explorer({"angry": 0.5, "red hair": 0.5})`` gives each fine-tuned model its weight and the pretrained model
-    the rest (``1 - sum``), so the gammas always sum to one; all zeros is the plain reconstruction."""
-
-    def __init__(
-        self, base: DiffusionModel, tuned: dict[str, DiffusionModel], x_t0: torch.Tensor, t0: int, S_gen: int = 6
-    ):
-        self.base, self.tuned, self.x_t0, self.t0, self.S_gen = base, tuned, x_t0, t0, S_gen
-
-    def __call__(self, weights: dict[str, float]) -> torch.Tensor:
-        from dclip.editing import combine
-
-        unknown = set(weights) - set(self.tuned)
-        if unknown:
-            raise ValueError(f"no fine-tuned model named {sorted(unknown)}; known: {sorted(self.tuned)}")
-        names = [n for n in self.tuned if weights.get(n, 0.0) != 0.0]
-        gammas = [1.0 - sum(weights[n] for n in names)] + [weights[n] for n in names]
-        models = [self.base] + [self.tuned[n] for n in names]
-        with torch.no_grad():
-            return combine(self.base, models, gammas, None, self.t0, S_gen=self.S_gen, x_t0=self.x_t0).clamp(-1, 1)
-
-
-def combination_widget(explorer: CombinationExplorer, sources: torch.Tensor, n_show: int = 6):
-    """One slider per fine-tuned model (its gamma); redraws the combined edits of ``explorer``'s latents."""
-    import ipywidgets as w
-    import matplotlib.pyplot as plt
-
-    def draw(**weights: float) -> None:
-        show_images(
-            {"source": sources[:n_show], "combined": explorer(weights)[:n_show]},
-            title=", ".join(f"gamma[{k}] = {v:.2f}" for k, v in weights.items()),
-        )
-        plt.show()
-
-    sliders = {n: w.FloatSlider(0.5, min=0.0, max=1.0, step=0.1, description=n) for n in explorer.tuned}
-    return w.interactive(draw, **sliders)
