@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: lab test unit notebooks lint
+.PHONY: lab test unit notebooks chapters lint
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,16 @@ test: lint unit notebooks
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests
 
+# Every stored text output of every chapter is compared (strict nbval); notebooks/nbval_sanitize.cfg masks times,
+# paths and devices.
 notebooks: $(VENV)/.installed
-	TQDM_DISABLE=1 DCLIP_WORLD=$${DCLIP_WORLD:-tiny} $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
+	TQDM_DISABLE=1 DCLIP_WORLD=$${DCLIP_WORLD:-tiny} $(PY) -m pytest --nbval --nbval-current-env \
+		--nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider notebooks/
+
+# Re-execute and store the chapters (all, or CHAPTERS="notebooks/03_ddim_inversion.ipynb ...") in the tiny world.
+chapters: $(VENV)/.installed
+	$(PY) tools/run_chapters.py $(CHAPTERS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check dclip tests benchmarks
-	$(VENV)/bin/ruff format --check dclip tests benchmarks
+	$(VENV)/bin/ruff check dclip tests benchmarks tools
+	$(VENV)/bin/ruff format --check dclip tests benchmarks tools
