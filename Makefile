@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: lab test unit notebooks chapters lint
+.PHONY: lab test unit notebooks browser chapters lint
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,16 +14,20 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab notebooks/
 
-test: lint unit notebooks
+test: lint unit notebooks browser
 
 unit: $(VENV)/.installed
-	$(PY) -m pytest tests
+	$(PY) -m pytest -m "not browser" tests
 
 # Every stored text output of every chapter is compared (strict nbval); notebooks/nbval_sanitize.cfg masks times,
 # paths and devices.
 notebooks: $(VENV)/.installed
 	TQDM_DISABLE=1 DCLIP_WORLD=$${DCLIP_WORLD:-tiny} $(PY) -m pytest --nbval --nbval-current-env \
 		--nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider notebooks/
+
+# A student's view: JupyterLab in headless Chromium (/usr/bin/chromium) runs a chapter and a slider is dragged.
+browser: $(VENV)/.installed
+	DCLIP_REQUIRE_BROWSER=1 $(PY) -m pytest -m browser tests/test_browser.py
 
 # Re-execute and store the chapters (all, or CHAPTERS="notebooks/03_ddim_inversion.ipynb ...") in the tiny world.
 chapters: $(VENV)/.installed
