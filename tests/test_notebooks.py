@@ -167,3 +167,17 @@ def test_chapter_code_asks_its_world_and_never_branches_on_a_world_name(path):
     assert re.search(r"[!=]=\s*['\"](tiny|real|smoke|celeba-hq)['\"]", code) is None
     assert "dclip.tinyworld" not in code and "profile" not in code
     assert "world = dclip.world()" in code and 'world.budget("' + path.stem[:2] + '")' in code
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_cell_relies_on_a_trailing_semicolon(path):
+    """nbval runs cells without storing history, where IPython no longer sees the ';' that hides a cell's value:
+    a figure would be compared twice. Cells assign the value instead (``fig = dclip.show_images(...)``)."""
+    import ast
+
+    for x in cells(path):
+        if x["cell_type"] != "code" or "NBVAL_SKIP" in source(x):
+            continue
+        body = ast.parse(source(x).replace("%matplotlib inline", "")).body
+        if body and isinstance(body[-1], ast.Expr):
+            assert not source(x).rstrip().endswith(";"), source(x)[-80:]
