@@ -175,9 +175,11 @@ def test_no_cell_relies_on_a_trailing_semicolon(path):
     a figure would be compared twice. Cells assign the value instead (``fig = dclip.show_images(...)``)."""
     import ast
 
+    from IPython.core.displayhook import DisplayHook
+
     for x in cells(path):
         if x["cell_type"] != "code" or "NBVAL_SKIP" in source(x):
             continue
         body = ast.parse(source(x).replace("%matplotlib inline", "")).body
         if body and isinstance(body[-1], ast.Expr):
-            assert not source(x).rstrip().endswith(";"), source(x)[-80:]
+            assert not DisplayHook.semicolon_at_end_of_expression(source(x)), source(x)[-80:]
