@@ -50,22 +50,47 @@ def ddpm_loss(
     return torch.nn.functional.mse_loss(eps_model(q_sample(x0, t, schedule, noise), t), noise)
 
 
+def _ddpm_step(
+    eps_model: NoisePredictor,
+    x_t: torch.Tensor,
+    t: int,
+    schedule: Schedule,
+    generator: torch.Generator | None,
+    clip_x0: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ancestral step (Eq. 3) and the predicted x0 ``f_theta(x_t, t)`` (Eq. 6, unclipped) it implies."""
+    beta = float(schedule.betas[t])
+    a, a_prev = float(schedule.alpha_bar_at(t)), float(schedule.alpha_bar_at(t - 1))
+    tt = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
+    eps = eps_model(x_t, tt)
+    x0 = (x_t - (1 - a) ** 0.5 * eps) / a**0.5
+    if clip_x0:  # the posterior mean of q(x_{t-1} | x_t, x0) with x0 clamped to [-1, 1] (diffusers' clip_sample)
+        mean = a_prev**0.5 * beta / (1 - a) * x0.clamp(-1, 1) + (1 - beta) ** 0.5 * (1 - a_prev) / (1 - a) * x_t
+    else:  # Eq. 3 as the paper writes it (the same posterior mean with the unclamped x0)
+        mean = (x_t - beta / (1 - a) ** 0.5 * eps) / (1 - beta) ** 0.5
+    if t == 0:
+        return mean, x0
+    z = torch.randn(x_t.shape, generator=generator).to(x_t.device, x_t.dtype)
+    return mean + beta**0.5 * z, x0
+
+
 def ddpm_step(
-    eps_model: NoisePredictor, x_t: torch.Tensor, t: int, schedule: Schedule, generator: torch.Generator | None = None
+    eps_model: NoisePredictor,
+    x_t: torch.Tensor,
+    t: int,
+    schedule: Schedule,
+    generator: torch.Generator | None = None,
+    *,
+    clip_x0: bool = False,
 ) -> torch.Tensor:
     """One ancestral step of the DDPM reverse process (Eq. 3), ``x_t -> x_{t-1}``, with ``sigma_t^2 = beta_t``.
 
     ``x_{t-1} = (x_t - beta_t / sqrt(1 - a_t) eps_theta(x_t, t)) / sqrt(1 - beta_t) + sigma_t z``;
-    no noise at ``t = 0``.
+    no noise at ``t = 0``. ``clip_x0`` clamps the predicted x0 ``f_theta(x_t, t)`` (Eq. 6) to [-1, 1] and takes
+    the mean ``sqrt(a_{t-1}) beta_t / (1 - a_t) x0 + sqrt(1 - beta_t) (1 - a_{t-1}) / (1 - a_t) x_t``, which is
+    Eq. 3's mean when nothing is clamped (diffusers' ``DDPMScheduler(clip_sample=True)``).
     """
-    beta = float(schedule.betas[t])
-    a = float(schedule.alpha_bar_at(t))
-    tt = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
-    mean = (x_t - beta / (1 - a) ** 0.5 * eps_model(x_t, tt)) / (1 - beta) ** 0.5
-    if t == 0:
-        return mean
-    z = torch.randn(x_t.shape, generator=generator).to(x_t.device, x_t.dtype)
-    return mean + beta**0.5 * z
+    return _ddpm_step(eps_model, x_t, t, schedule, generator, clip_x0)[0]
 
 
 @torch.no_grad()
@@ -76,11 +101,20 @@ def ddpm_sample(
     generator: torch.Generator | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    *,
+    clip_x0: bool = False,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
-    """Ancestral sampling (Eq. 3) from ``x_{T-1} ~ N(0, I)`` down to ``x_0``: all T steps."""
+    """Ancestral sampling (Eq. 3) from ``x_{T-1} ~ N(0, I)`` down to ``x_0``: all T steps.
+
+    ``clip_x0`` clamps each step's predicted x0 to [-1, 1] (:func:`ddpm_step`); ``on_step(t, x0_pred)`` is
+    called at every step with the unclamped predicted x0 ``f_theta(x_t, t)`` (Eq. 6), (N, C, H, W), to watch
+    the chain. The same generator gives the same noise with and without ``clip_x0``."""
     from tqdm.auto import tqdm
 
     x = torch.randn(shape, generator=generator).to(device)
     for t in tqdm(range(schedule.T - 1, -1, -1), disable=not progress, desc="DDPM sampling"):
-        x = ddpm_step(eps_model, x, t, schedule, generator)
+        x, x0 = _ddpm_step(eps_model, x, t, schedule, generator, clip_x0)
+        if on_step is not None:
+            on_step(t, x0)
     return x

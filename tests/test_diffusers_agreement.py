@@ -53,3 +53,27 @@ def test_inversion_matches_ddim_inverse_scheduler(unet, schedule):
         source = int(t)
     ours = ddim_invert(eps_of(unet), x0, schedule, 500, 11)
     assert torch.allclose(ours, ref, atol=1e-5), (ours - ref).abs().max()
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("clip", [False, True])
+def test_ancestral_step_matches_ddpm_scheduler(unet, schedule, clip):
+    """Eq. 3 with sigma_t^2 = beta_t is diffusers' DDPMScheduler(variance_type="fixed_large"), noise for noise;
+    clip_x0 is its clip_sample. From pure noise at t = 999 the predicted x0 leaves [-1, 1], so clipping matters."""
+    from diffusers import DDPMScheduler
+
+    from dclip.ddpm import ddpm_step
+
+    sched = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="linear",
+        beta_start=1e-4,
+        beta_end=0.02,
+        clip_sample=clip,
+        variance_type="fixed_large",
+    )
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    for t in (999, 500, 0):
+        ref = sched.step(unet(x, t).sample, t, x, generator=torch.Generator().manual_seed(t)).prev_sample
+        ours = ddpm_step(eps_of(unet), x, t, schedule, torch.Generator().manual_seed(t), clip_x0=clip)
+        assert torch.allclose(ours, ref, atol=1e-4), (t, (ours - ref).abs().max())
