@@ -74,7 +74,7 @@ def test_student_writes_a_step_of_the_method_and_checks_it_against_dclip(path):
         assert c[i - 1]["cell_type"] == "markdown" and "$" in source(c[i - 1]), "the equation next to the code"
         check = c[i + 1]
         assert check["cell_type"] == "code" and re.search(rf"check_\w+\({name}\b", source(check))
-        printed = "".join(o.get("text", "") for o in check["outputs"])
+        printed = "".join("".join(o.get("text", "")) for o in check["outputs"])
         assert printed.startswith("OK "), f"the stored check of {name} passes: {printed[:120]!r}"
 
 
