@@ -12,13 +12,13 @@
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
 
 from dclip.clip import CLIP
 from dclip.ddim import _time, ddim_generate, ddim_step, generation_pairs, predict_x0
 from dclip.ddpm import q_sample
 from dclip.losses import IdentityTerm, directional_clip_loss, global_clip_loss, identity_loss, text_direction
 from dclip.models import DiffusionModel
+from dclip.progress import progress_bar
 
 
 def latent_optimization(
@@ -44,7 +44,7 @@ def latent_optimization(
     x0 = x0.to(model.device)
     x = x_t0.detach().to(model.device).clone().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
-    for _ in tqdm(range(steps), disable=not progress, desc="latent optimization"):
+    for _ in progress_bar(range(steps), show=progress, desc="latent optimization"):
         with torch.enable_grad():
             x_gen = ddim_generate(model, x, model.schedule, t0, S_gen, grad=True, checkpoint=True)
             loss = directional_clip_loss(clip, x_gen, x0, delta_t) + identity_loss(
@@ -74,7 +74,7 @@ def clip_guided_sampling(
     """
     model.check_images(x0)
     x0, x = x0.to(model.device), x_t0.detach().to(model.device)
-    for t, t_next in tqdm(generation_pairs(S_gen, t0, model.schedule.T), disable=not progress, desc="guided"):
+    for t, t_next in progress_bar(generation_pairs(S_gen, t0, model.schedule.T), show=progress, desc="guided"):
         a_t = float(model.schedule.alpha_bar_at(t))
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
@@ -130,7 +130,7 @@ def pixel_optimization(
     x = (x0.detach() + init_noise * noise).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
     history = []
-    for _ in tqdm(range(steps), disable=not progress, desc=f"pixels, {loss} loss"):
+    for _ in progress_bar(range(steps), show=progress, desc=f"pixels, {loss} loss"):
         with torch.enable_grad():
             xc = x.clamp(-1, 1)
             l_clip = (

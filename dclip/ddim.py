@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
-from tqdm.auto import tqdm
 
+from dclip.progress import progress_bar
 from dclip.schedule import Schedule, time_sequence
 
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -142,7 +142,7 @@ def _run(
     if isinstance(device, torch.device):  # latents cached on the CPU, a model on the GPU
         x = x.to(device)
     with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-        for t, t_next in tqdm(pairs, disable=not progress, desc=desc, leave=False):
+        for t, t_next in progress_bar(pairs, show=progress, desc=desc, leave=False):
             if checkpoint and torch.is_grad_enabled() and eta == 0:
                 x = _checkpoint(
                     lambda y, a=t, b=t_next: ddim_step(eps_model, y, a, b, schedule, clip_x0=clip_x0)[0],

@@ -110,10 +110,10 @@ def ddpm_sample(
     ``clip_x0`` clamps each step's predicted x0 to [-1, 1] (:func:`ddpm_step`); ``on_step(t, x0_pred)`` is
     called at every step with the unclamped predicted x0 ``f_theta(x_t, t)`` (Eq. 6), (N, C, H, W), to watch
     the chain. The same generator gives the same noise with and without ``clip_x0``."""
-    from tqdm.auto import tqdm
+    from dclip.progress import progress_bar
 
     x = torch.randn(shape, generator=generator).to(device)
-    for t in tqdm(range(schedule.T - 1, -1, -1), disable=not progress, desc="DDPM sampling"):
+    for t in progress_bar(range(schedule.T - 1, -1, -1), show=progress, desc="DDPM sampling"):
         x, x0 = _ddpm_step(eps_model, x, t, schedule, generator, clip_x0)
         if on_step is not None:
             on_step(t, x0)

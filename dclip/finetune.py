@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from dclip.cache import atomic_write, cache_dir, load_checked, save_tensors_atomic, tensor_checksum
 from dclip.clip import CLIP
@@ -37,6 +36,7 @@ from dclip.losses import (
     text_direction,
 )
 from dclip.models import DiffusionModel
+from dclip.progress import progress_bar
 from dclip.schedule import check_int
 
 #: Where cached latents and fine-tuned models go (:mod:`dclip.cache`; ``$DCLIP_CACHE`` when set at import).
@@ -298,9 +298,9 @@ def finetune(
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     n_batches = -(-len(latents) // cfg.batch_size)
     steps_per_batch = 1 if cfg.algorithm == 1 else len(pairs)
-    bar = tqdm(
+    bar = progress_bar(
         total=cfg.epochs * n_batches * steps_per_batch,
-        disable=not progress,
+        show=progress,
         desc=f"fine-tuning (Alg. {cfg.algorithm}) -> {cfg.target!r}",
     )
     start = time.perf_counter()

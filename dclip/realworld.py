@@ -14,11 +14,11 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from dclip.ddim import ddim_generate
 from dclip.losses import IdentityTerm
 from dclip.models import DIFFUSION_MODELS, DiffusionModel
+from dclip.progress import progress_bar
 from dclip.worlds import World
 
 #: Seeds of the sampled images: image i of the training set is x_T drawn with seed TRAIN_SEED + i, image i of the
@@ -67,7 +67,7 @@ def sample_images(
     noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)])
     chunks = []
     with torch.no_grad():
-        for x_T in tqdm(noise.split(batch_size), disable=not progress, desc=f"sampling {n} images of {model.name}"):
+        for x_T in progress_bar(noise.split(batch_size), show=progress, desc=f"sampling {n} images of {model.name}"):
             x = ddim_generate(model, x_T.to(model.device), model.schedule, model.schedule.T - 1, steps, clip_x0=True)
             chunks.append(x.clamp(-1, 1).float().cpu())
     images = torch.cat(chunks)
