@@ -23,8 +23,17 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from dclip.ddim import NoisePredictor, ddim_invert, ddim_step, generation_pairs, inversion_pairs, predict_x0
+from dclip.ddim import (
+    NoisePredictor,
+    ddim_generate,
+    ddim_invert,
+    ddim_step,
+    generation_pairs,
+    inversion_pairs,
+    predict_x0,
+)
 from dclip.ddpm import q_sample
+from dclip.editing import to_pretrained_domain
 from dclip.losses import directional_clip_loss, identity_loss, text_direction
 from dclip.models import DiffusionModel
 from dclip.noise_combination import mix_noise_predictors
@@ -571,3 +580,117 @@ def check_mixing(fn: Callable[..., NoisePredictor], *, seed: int = 0) -> Check:
 
     cases = [case(300), case(50)]
     return _check("mix_noise_predictors (Eq. 14)", "dclip.noise_combination.mix_noise_predictors", cases)
+
+
+class _GaussianUNet(torch.nn.Module):
+    """Nearly the exact noise predictor of Gaussian data (:class:`dclip.toy.GaussianEps`, plus a small
+    nonlinear term), in the role of diffusers' UNet2DModel: generation from it gives images of mean ``mu`` and
+    spread ``s``, mostly inside [-1, 1], so that a clamp changes a few values, not all."""
+
+    def __init__(self, mu: float, s: float, schedule: Schedule):
+        super().__init__()
+        self.exact = GaussianEps(mu, s, schedule)
+        self.scale = torch.nn.Parameter(torch.ones((), dtype=torch.float64), requires_grad=False)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int) -> SimpleNamespace:
+        t = torch.as_tensor(t, device=x.device).expand(x.shape[0])
+        return SimpleNamespace(sample=self.scale * self.exact(x, t) + 0.05 * torch.sin(3 * x))
+
+
+def _round_trips(
+    eps_model: NoisePredictor,
+    x0: torch.Tensor,
+    schedule: Schedule,
+    t0: int,
+    S_gen: int,
+    noises: Sequence[torch.Tensor],
+    *,
+    clamp: bool = True,
+    restart: bool = False,
+) -> torch.Tensor:
+    """Alg. 4's first part with given noises, as :func:`dclip.editing.to_pretrained_domain` runs it; ``clamp`` and
+    ``restart`` (every round noises the input, not the previous round's x'_0) make known mistakes."""
+    x = x0
+    for w in noises:
+        a = float(schedule.alpha_bar_at(t0))
+        x = a**0.5 * (x0 if restart else x) + (1 - a) ** 0.5 * w
+        for t, t_next in generation_pairs(S_gen, t0, schedule.T):
+            x = ddim_step(eps_model, x, t, t_next, schedule)[0]
+        x = x.clamp(-1, 1) if clamp else x
+    return x
+
+
+def check_to_pretrained_domain(fn: Callable[..., torch.Tensor], *, seed: int = 0) -> Check:
+    """Alg. 4, step 1 (source unseen domain -> pretrained domain): ``fn(eps_model, x0, schedule, t0, S_gen, noises)``
+    must run ``K_DDPM = len(noises)`` rounds, each noising the previous round's ``x'_0`` (the input at first) to
+    ``t0`` with the stochastic DDPM forward of Eq. 1 and that round's noise ``w = noises[k]``, then generating back
+    with deterministic DDIM (Eq. 13) over :func:`dclip.ddim.generation_pairs` ``(S_gen, t0)`` and clamping to
+    [-1, 1], as :func:`dclip.editing.to_pretrained_domain` does (its noises are drawn from a seeded generator and
+    handed to ``fn``). The noise predictor is nearly that of Gaussian data (float64, 8 x 8 images)."""
+    g, schedule = _generator(seed), Schedule.linear()
+    model = DiffusionModel(_GaussianUNet(0.2, 0.5, schedule), schedule, _SHAPE[-1], "exercise-gaussian")
+    x0 = _images(g)
+
+    def case(t0: int, S_gen: int, k_ddpm: int) -> _Case:
+        draws = _generator(seed + 1000 * k_ddpm)
+        noises = [torch.randn(_SHAPE, generator=draws).to(x0.dtype) for _ in range(k_ddpm)]
+        expected = to_pretrained_domain(model, x0, t0, S_gen, k_ddpm, generator=_generator(seed + 1000 * k_ddpm))
+        recorder = _Recorder(model)
+        expected_times = [t for t, _ in generation_pairs(S_gen, t0, schedule.T)] * k_ddpm
+
+        def run(**kwargs: object) -> Callable[[], torch.Tensor]:
+            return lambda: _round_trips(model, x0, schedule, t0, S_gen, noises, **kwargs)
+
+        def times(_: object) -> str | None:
+            if recorder.times == expected_times:
+                return None
+            return (
+                f"your function asked eps_theta at t={recorder.times}; {k_ddpm} round(s) of DDIM generation over "
+                f"generation_pairs(S_gen={S_gen}, t0={t0}) ask at t={expected_times}"
+            )
+
+        diagnoses = [
+            _matches(
+                run(clamp=False),
+                "yours matches Alg. 4 without clamping: dclip clamps each round's x'_0 to the image range [-1, 1] "
+                "(.clamp(-1, 1)) before the next round noises it",
+            ),
+            _matches(
+                lambda: ddim_generate(model, ddim_invert(model, x0, schedule, t0, S_gen), schedule, t0, S_gen).clamp(
+                    -1, 1
+                ),
+                "yours matches a deterministic DDIM inversion (Eq. 12) to t0: Alg. 4 noises with the stochastic "
+                "DDPM forward of Eq. 1, x'_t0 = sqrt(a_t0) x'_0 + sqrt(1 - a_t0) w, with the given w",
+            ),
+        ]
+        if k_ddpm > 1:
+            diagnoses += [
+                _matches(
+                    run(restart=True),
+                    "every round of yours noises the input x0; Alg. 4 sets x'_0 <- x0 once, before the loop, and each "
+                    "round noises the previous round's x'_0",
+                ),
+                _matches(
+                    lambda: _round_trips(model, x0, schedule, t0, S_gen, noises[:1]),
+                    f"yours matches a single round: Alg. 4 repeats the round K_DDPM = len(noises) = {k_ddpm} times",
+                ),
+                _matches(
+                    lambda: _round_trips(model, x0, schedule, t0, S_gen, noises[:1] * k_ddpm),
+                    "yours uses noises[0] in every round: round k draws a fresh w, noises[k]",
+                ),
+            ]
+        diagnoses.append(times)
+        yours = lambda: fn(recorder, x0.clone(), schedule, t0, S_gen, [w.clone() for w in noises])  # noqa: E731
+        return _Case(
+            f"with t0={t0}, S_gen={S_gen}, K_DDPM={k_ddpm}",
+            yours,
+            expected,
+            diagnoses,
+            "each round: x'_t0 = sqrt(a_t0) x'_0 + sqrt(1 - a_t0) w (Eq. 1), S_gen DDIM steps back (Eq. 13), clamp",
+        )
+
+    return _check(
+        "to_pretrained_domain (Alg. 4, Eq. 1 + Eq. 13)",
+        "dclip.editing.to_pretrained_domain",
+        [case(400, 4, 1), case(500, 3, 2)],
+    )

@@ -270,3 +270,76 @@ def test_mixer_with_the_weights_in_the_wrong_order_or_no_predictor_is_named():
 
     assert_differs(ex.check_mixing(reversed_weights), "by [0.3, 0.5, 0.2]", "gamma = [0.2, 0.5, 0.3]")
     assert_differs(ex.check_mixing(lambda models, gammas: 0.0), "returned a float, not a noise predictor")
+
+
+# to_pretrained_domain (Alg. 4, step 1: Eq. 1 then Eq. 13, K_DDPM rounds)
+
+
+def dclip_round_trips(eps_model, x0, schedule, t0, S_gen, noises, restart=False, clamp=True):
+    """Alg. 4's first part written with dclip's q_sample and ddim_generate; ``restart`` and ``clamp`` make the
+    students' mistakes."""
+    x = x0
+    for w in noises:
+        x = ddim_generate(eps_model, q_sample(x0 if restart else x, t0, schedule, w), schedule, t0, S_gen)
+        x = x.clamp(-1, 1) if clamp else x
+    return x
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_round_trips_written_with_dclip_pass_the_alg4_check_and_leave_the_global_rng_alone(seed):
+    state = torch.get_rng_state()
+    result = ex.check_to_pretrained_domain(dclip_round_trips, seed=seed)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert result.passed and result.max_error <= result.tolerance, str(result)
+    assert str(result).startswith("OK  to_pretrained_domain (Alg. 4, Eq. 1 + Eq. 13): matches "), str(result)
+
+
+def test_the_alg4_check_compares_with_to_pretrained_domain_itself():
+    """The check's noises are the draws of dclip.editing.to_pretrained_domain: its reference is that function."""
+    from dclip.editing import to_pretrained_domain
+
+    schedule = Schedule.linear()
+    model = DiffusionModel(ex._GaussianUNet(0.2, 0.5, schedule), schedule, 8, "exercise-gaussian")
+    x0 = ex._images(torch.Generator().manual_seed(0))
+    draws = torch.Generator().manual_seed(7)
+    noises = [torch.randn(x0.shape, generator=draws).double() for _ in range(3)]
+    ours = dclip_round_trips(model, x0, schedule, 500, 3, noises)
+    theirs = to_pretrained_domain(model, x0, 500, 3, 3, generator=torch.Generator().manual_seed(7))
+    assert torch.allclose(ours, theirs, atol=1e-12)
+
+
+def test_alg4_check_reports_a_function_that_raises():
+    def broken(*args):
+        raise KeyError("not written yet")
+
+    result = ex.check_to_pretrained_domain(broken)
+    assert math.isinf(result.max_error)
+    assert_differs(result, "with t0=400, S_gen=4, K_DDPM=1", "your function raised KeyError: 'not written yet'")
+
+
+def test_alg4_without_the_clamp_or_with_a_deterministic_inversion_is_named():
+    no_clamp = ex.check_to_pretrained_domain(lambda *args: dclip_round_trips(*args, clamp=False))
+    assert_differs(no_clamp, "with t0=400, S_gen=4, K_DDPM=1, max |difference|", "without clamping", "[-1, 1]")
+
+    def inverted(eps_model, x0, schedule, t0, S_gen, noises):
+        x_t0 = ddim_invert(eps_model, x0, schedule, t0, S_gen)
+        return ddim_generate(eps_model, x_t0, schedule, t0, S_gen).clamp(-1, 1)
+
+    assert_differs(ex.check_to_pretrained_domain(inverted), "deterministic DDIM inversion (Eq. 12)", "Eq. 1")
+
+
+def test_alg4_rounds_that_restart_from_the_input_reuse_the_noise_or_stop_after_one_are_named():
+    restart = ex.check_to_pretrained_domain(lambda *args: dclip_round_trips(*args, restart=True))
+    assert_differs(restart, "with t0=500, S_gen=3, K_DDPM=2", "previous round's x'_0")
+    once = ex.check_to_pretrained_domain(lambda e, x, s, t, S, n: dclip_round_trips(e, x, s, t, S, n[:1]))
+    assert_differs(once, "a single round", "K_DDPM = len(noises) = 2")
+    same = ex.check_to_pretrained_domain(lambda e, x, s, t, S, n: dclip_round_trips(e, x, s, t, S, n[:1] * len(n)))
+    assert_differs(same, "noises[0] in every round", "noises[k]")
+
+
+def test_alg4_on_the_wrong_time_grid_names_the_times():
+    def one_step_more(eps_model, x0, schedule, t0, S_gen, noises):
+        return dclip_round_trips(eps_model, x0, schedule, t0, S_gen + 1, noises)
+
+    result = ex.check_to_pretrained_domain(one_step_more)
+    assert_differs(result, "asked eps_theta at t=[400, 300, 200, 100, 0]", "ask at t=[400, 266, 133, 0]")
