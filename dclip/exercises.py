@@ -33,7 +33,7 @@ from dclip.ddim import (
     predict_x0,
 )
 from dclip.ddpm import q_sample
-from dclip.editing import to_pretrained_domain
+from dclip.editing import manipulate, to_pretrained_domain
 from dclip.losses import directional_clip_loss, identity_loss, text_direction
 from dclip.models import DiffusionModel
 from dclip.noise_combination import mix_noise_predictors
@@ -693,4 +693,64 @@ def check_to_pretrained_domain(fn: Callable[..., torch.Tensor], *, seed: int = 0
         "to_pretrained_domain (Alg. 4, Eq. 1 + Eq. 13)",
         "dclip.editing.to_pretrained_domain",
         [case(400, 4, 1), case(500, 3, 2)],
+    )
+
+
+def check_manipulation(fn: Callable[..., torch.Tensor], *, seed: int = 0) -> Check:
+    """Manipulation (Alg. 3): ``fn(base, tuned, x0, t0, S_for, S_gen)`` must invert the images ``x0`` to ``t0`` with
+    the **pretrained** ``base`` (Eq. 12, S_for steps) and generate from that latent with the **fine-tuned**
+    ``tuned`` (Eq. 13, S_gen steps), and return the edited images (:func:`dclip.editing.manipulate`). The models are
+    a tiny random noise predictor and a perturbed copy of it (:class:`dclip.models.DiffusionModel`, float64, 8 x 8
+    images); the known mistakes (the wrong model on either pass, the step counts swapped, the latent returned) are
+    named."""
+    g = _generator(seed)
+    base = DiffusionModel(_TinyUNet(g), Schedule.linear(), _SHAPE[-1], "exercise-tiny").requires_grad_(False)
+    tuned = copy.deepcopy(base)
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    x0 = _images(g)
+    t0, S_for, S_gen = 400, 5, 3
+
+    def alg3(invert_with: DiffusionModel, generate_with: DiffusionModel, s_for: int, s_gen: int) -> torch.Tensor:
+        x_t0 = ddim_invert(invert_with, x0, invert_with.schedule, t0, s_for)
+        return ddim_generate(generate_with, x_t0, generate_with.schedule, t0, s_gen)
+
+    trained_from = "the fine-tuned model was trained to generate from latents of the pretrained model (Alg. 1, step 1)"
+    diagnoses = [
+        _matches(
+            lambda: alg3(base, base, S_for, S_gen),
+            "yours matches the reconstruction (the pretrained model both ways): Alg. 3 generates with the "
+            "fine-tuned model, which is where the edit comes from",
+        ),
+        _matches(
+            lambda: alg3(tuned, tuned, S_for, S_gen),
+            f"yours inverted with the fine-tuned model: Alg. 3 inverts with the pretrained one, because {trained_from}",
+        ),
+        _matches(
+            lambda: alg3(tuned, base, S_for, S_gen),
+            "yours has the two models swapped: invert with the pretrained `base`, generate with the fine-tuned `tuned`",
+        ),
+        _matches(
+            lambda: alg3(base, tuned, S_gen, S_for),
+            f"yours matches S_for and S_gen swapped: invert in S_for={S_for} steps, generate in S_gen={S_gen}",
+        ),
+        _matches(
+            lambda: ddim_invert(base, x0, base.schedule, t0, S_for),
+            "yours returned the latent x_t0: go on and generate from it with the fine-tuned model (Eq. 13)",
+        ),
+    ]
+    yours = lambda: fn(base, tuned, x0.clone(), t0, S_for, S_gen)  # noqa: E731
+    return _check(
+        "manipulate (Alg. 3)",
+        "dclip.editing.manipulate",
+        [
+            _Case(
+                f"with t0={t0}, S_for={S_for}, S_gen={S_gen}",
+                yours,
+                manipulate(base, tuned, x0, t0, S_for, S_gen),
+                diagnoses,
+                "check the inversion (check_ddim_invert) and that you generate with `tuned` from `base`'s latent",
+            )
+        ],
     )

@@ -102,3 +102,14 @@ def manipulation_metrics(
             "s_dir": directional_similarity(clip, edited.clamp(-1, 1), source, delta_t).item(),
             "identity": identity_similarity(edited, source, face),
         }
+
+
+def high_frequency_energy(x: torch.Tensor) -> torch.Tensor:
+    """Per-image mean |x - box3(x)| ([-1, 1] images (N, C, H, W) -> (N,)): what a 3 x 3 box blur (edges
+    replicated) removes, i.e. pixel-scale detail such as speckle. Not a metric of the paper: a diagnostic of the
+    high-frequency pattern a fine-tuned model can add to please CLIP (chapter 06)."""
+    if x.dim() != 4:
+        raise ValueError(f"x must be an (N, C, H, W) batch of images, got shape {tuple(x.shape)}")
+    x = x.float()
+    blurred = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    return (x - blurred).abs().flatten(1).mean(1)

@@ -343,3 +343,68 @@ def test_alg4_on_the_wrong_time_grid_names_the_times():
 
     result = ex.check_to_pretrained_domain(one_step_more)
     assert_differs(result, "asked eps_theta at t=[400, 300, 200, 100, 0]", "ask at t=[400, 266, 133, 0]")
+
+
+# manipulate (Alg. 3)
+
+
+def dclip_manipulate(base, tuned, x0, t0, S_for, S_gen, invert_with="base", generate_with="tuned", swap=False):
+    """Alg. 3 written with dclip's inversion and generation; the keywords make the students' mistakes."""
+    models = {"base": base, "tuned": tuned}
+    if swap:
+        S_for, S_gen = S_gen, S_for
+    x_t0 = ddim_invert(models[invert_with], x0, base.schedule, t0, S_for)
+    return ddim_generate(models[generate_with], x_t0, base.schedule, t0, S_gen)
+
+
+def test_manipulation_check_passes_dclips_own_and_a_step_by_step_loop():
+    def loop(base, tuned, x0, t0, S_for, S_gen):
+        x = x0
+        for t, t_next in inversion_pairs(S_for, t0, base.schedule.T):
+            x = dclip_step(base, x, t, t_next, base.schedule)
+        for t, t_next in generation_pairs(S_gen, t0, base.schedule.T):
+            x = dclip_step(tuned, x, t, t_next, base.schedule)
+        return x
+
+    for seed in (0, 1):
+        for fn in (dclip_manipulate, loop):
+            state = torch.get_rng_state()
+            result = ex.check_manipulation(fn, seed=seed)
+            assert torch.equal(torch.get_rng_state(), state)
+            assert result.passed and result.max_error <= result.tolerance, str(result)
+            assert str(result).startswith("OK  manipulate (Alg. 3): matches dclip.editing.manipulate on 1 input")
+
+
+def test_manipulation_reference_differs_from_every_known_mistake():
+    """The check's inputs tell the mistakes apart: the edit, the reconstruction and the swapped variants differ."""
+    result = ex.check_manipulation(lambda *args: dclip_manipulate(*args, generate_with="base"))
+    assert result.max_error > 1e-2, str(result)
+
+
+def test_manipulation_with_the_wrong_model_on_either_pass_is_named():
+    assert_differs(
+        ex.check_manipulation(lambda *a: dclip_manipulate(*a, generate_with="base")),
+        "with t0=400, S_for=5, S_gen=3",
+        "matches the reconstruction",
+        "generates with the fine-tuned model",
+    )
+    assert_differs(
+        ex.check_manipulation(lambda *a: dclip_manipulate(*a, invert_with="tuned")),
+        "inverted with the fine-tuned model",
+        "latents of the pretrained model",
+    )
+    assert_differs(
+        ex.check_manipulation(lambda *a: dclip_manipulate(*a, invert_with="tuned", generate_with="base")),
+        "the two models swapped",
+    )
+
+
+def test_manipulation_with_swapped_step_counts_or_returning_the_latent_is_named():
+    assert_differs(ex.check_manipulation(lambda *a: dclip_manipulate(*a, swap=True)), "S_for and S_gen swapped")
+
+    def latent_only(base, tuned, x0, t0, S_for, S_gen):
+        return ddim_invert(base, x0, base.schedule, t0, S_for)
+
+    assert_differs(ex.check_manipulation(latent_only), "returned the latent x_t0")
+    assert_differs(ex.check_manipulation(lambda *a: None), "returned a NoneType, not a tensor")
+    assert_differs(ex.check_manipulation(lambda *a: 1 / 0), "your function raised ZeroDivisionError")

@@ -55,3 +55,22 @@ def test_judge_edit_scores_a_real_attribute_change():
     assert out["segmentation_consistency"] > 0.9
     with pytest.raises(ValueError, match="unknown attribute"):
         judge_edit(src.images, angry.images, "expression", "sad")
+
+
+def test_high_frequency_energy_is_zero_on_flat_images_and_matches_a_loop_on_a_checkerboard():
+    import numpy as np
+
+    from dclip.metrics import high_frequency_energy
+
+    flat = torch.full((2, 3, 6, 6), 0.3)
+    assert torch.allclose(high_frequency_energy(flat), torch.zeros(2), atol=1e-6)
+    board = torch.tensor([[(-1.0) ** (i + j) for j in range(5)] for i in range(5)])
+    x = board.expand(1, 3, 5, 5)
+    padded = np.pad(board.numpy(), 1, mode="edge")  # the reference: a 3 x 3 box mean with replicated edges
+    box = np.array([[padded[i : i + 3, j : j + 3].mean() for j in range(5)] for i in range(5)])
+    expected = np.abs(board.numpy() - box).mean()
+    assert high_frequency_energy(x).shape == (1,)
+    assert high_frequency_energy(x).item() == pytest.approx(expected, abs=1e-6)
+    assert 0.5 < expected < 1.2  # interior pixels: |1 - 1/9|, edges differ
+    with pytest.raises(ValueError, match="batch of images"):
+        high_frequency_energy(board)
