@@ -51,6 +51,7 @@ def test_control_recomputes_once_per_release_and_replaces_its_figure():
         ax.imshow(torch.full((4, 4), float(t)).numpy(), vmin=0, vmax=10, cmap="gray")
         return fig
 
+    open_before = set(plt.get_fignums())
     c = control(draw, {"t": w.IntSlider(2, 0, 10)})
     first = c.image.value
     assert calls == [2] and c.redraws == 1 and first[:8] == b"\x89PNG\r\n\x1a\n"
@@ -59,7 +60,7 @@ def test_control_recomputes_once_per_release_and_replaces_its_figure():
     c.sliders["t"].value = 9
     assert calls == [2, 9] and c.redraws == 2
     assert _pixels(c.image.value).mean() > _pixels(first).mean() + 50  # the brighter image replaced the dark one
-    assert plt.get_fignums() == []  # figures are closed: the notebook shows only the control
+    assert set(plt.get_fignums()) <= open_before  # its figures are closed: the notebook shows only the control
 
 
 def test_control_says_it_is_working_while_it_draws():
