@@ -16,8 +16,9 @@ lab: $(VENV)/.installed
 
 test: lint unit notebooks browser
 
+# Two workers: the chapters' smoke runs use one thread each (the machine has two cores).
 unit: $(VENV)/.installed
-	$(PY) -m pytest -m "not browser" tests
+	$(PY) -m pytest -n 2 -m "not browser" tests
 
 # Every stored text output of every chapter is compared (strict nbval); notebooks/nbval_sanitize.cfg masks times,
 # paths and devices.

@@ -111,7 +111,9 @@ def test_student_runs_a_chapter_drags_its_t_slider_and_the_figure_changes(lab, t
 
             control = page.locator(".widget-vbox").filter(has=page.locator(".widget-slider")).first
             status = control.locator(".widget-html").first
-            expect(status).to_contain_text("drawn in", timeout=480_000)  # the whole chapter has run
+            expect(status).to_contain_text("drawn in", timeout=480_000)  # the control is drawn
+            # the rest of the chapter runs on: a slider's change waits in the kernel's queue until it is idle
+            expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=480_000)
             control.scroll_into_view_if_needed()
             image = control.locator("img").first
             before, status_before = image.screenshot(), status.inner_text()
