@@ -97,10 +97,11 @@ def _float_slider(value: float, lo: float, hi: float, step: float, description: 
     return w.FloatSlider(value=value, min=lo, max=hi, step=step, description=description, continuous_update=False)
 
 
-def _t0_values(schedule: Schedule, n: int = 9) -> tuple[int, int, int]:
-    """(min, max, step) of a t0 slider over the model's T: n values at T/10, 2T/10, ..."""
+def _t0_slider(schedule: Schedule, t0: int | None = None, n: int = 9) -> w.IntSlider:
+    """A t0 slider over the model's T: n values at T/10, 2T/10, ...; it starts at ``t0`` or in the middle."""
     step = schedule.T // (n + 1)
-    return step, step * n, step
+    hi = step * n
+    return _int_slider(t0 if t0 is not None else hi // 2 // step * step, step, hi, step, "t0")
 
 
 class NoisingExplorer:
@@ -151,7 +152,6 @@ class ReconstructionExplorer:
 
 def reconstruction_control(explorer: ReconstructionExplorer, *, n_show: int = 6) -> Control:
     """Sliders for t0, S_for, S_gen that redraw the reconstruction of ``explorer``'s images (Eq. 12 then 13)."""
-    lo, hi, step = _t0_values(explorer.model.schedule)
 
     def draw(t0: int, S_for: int, S_gen: int):
         rec, mae = explorer(t0, S_for, S_gen)
@@ -163,7 +163,7 @@ def reconstruction_control(explorer: ReconstructionExplorer, *, n_show: int = 6)
     return control(
         draw,
         {
-            "t0": _int_slider(hi // 2 // step * step, lo, hi, step, "t0"),
+            "t0": _t0_slider(explorer.model.schedule),
             "S_for": _int_slider(40, 2, 200, 2, "S_for"),
             "S_gen": _int_slider(6, 2, 100, 2, "S_gen"),
         },
@@ -204,8 +204,6 @@ class EditExplorer:
 def edit_t0_control(explorer: EditExplorer, *, t0: int | None = None, label: str = "edit") -> Control:
     """A t0 slider for :class:`EditExplorer`: small t0 keeps the source (faithful), large t0 lets the fine-tuned
     model change more (the edit's MAE to the source, in the title, grows with t0)."""
-    lo, hi, step = _t0_values(explorer.base.schedule)
-    start = t0 if t0 is not None else hi // 2 // step * step
 
     def draw(t0: int):
         e = explorer(t0)
@@ -214,7 +212,7 @@ def edit_t0_control(explorer: EditExplorer, *, t0: int | None = None, label: str
             title=f"t0 = {t0}: MAE(edit, source) = {e.mae:.3f}",
         )
 
-    return control(draw, {"t0": _int_slider(start, lo, hi, step, "t0")})
+    return control(draw, {"t0": _t0_slider(explorer.base.schedule, t0)})
 
 
 class StrokeExplorer:
@@ -237,8 +235,6 @@ class StrokeExplorer:
 def stroke_t0_control(explorer: StrokeExplorer, *, t0: int | None = None) -> Control:
     """A t0 slider for :class:`StrokeExplorer`: small t0 keeps the strokes (faithful, unrealistic), large t0 gives
     a realistic image that forgets them (MAE to the strokes in the title)."""
-    lo, hi, step = _t0_values(explorer.base.schedule)
-    start = t0 if t0 is not None else hi // 2 // step * step
 
     def draw(t0: int):
         x = explorer(t0)
@@ -247,7 +243,7 @@ def stroke_t0_control(explorer: StrokeExplorer, *, t0: int | None = None) -> Con
             {"strokes": explorer.strokes, "generated": x}, title=f"t0 = {t0}: MAE(generated, strokes) = {mae:.3f}"
         )
 
-    return control(draw, {"t0": _int_slider(start, lo, hi, step, "t0")})
+    return control(draw, {"t0": _t0_slider(explorer.base.schedule, t0)})
 
 
 class SwitchExplorer:
