@@ -7,11 +7,9 @@ from fakes import small_unet
 
 from dclip.ddim import ddim_generate, ddim_invert
 
+LINEAR = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)  # the paper's
 CONFIG = dict(
-    num_train_timesteps=1000,
-    beta_schedule="linear",
-    beta_start=1e-4,
-    beta_end=0.02,
+    **LINEAR,
     clip_sample=False,
     set_alpha_to_one=True,
     steps_offset=0,
@@ -64,14 +62,7 @@ def test_ancestral_step_matches_ddpm_scheduler(unet, schedule, clip):
 
     from dclip.ddpm import ddpm_step
 
-    sched = DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_schedule="linear",
-        beta_start=1e-4,
-        beta_end=0.02,
-        clip_sample=clip,
-        variance_type="fixed_large",
-    )
+    sched = DDPMScheduler(**LINEAR, clip_sample=clip, variance_type="fixed_large")
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     for t in (999, 500, 0):
         ref = sched.step(unet(x, t).sample, t, x, generator=torch.Generator().manual_seed(t)).prev_sample
