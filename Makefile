@@ -21,10 +21,10 @@ unit: $(VENV)/.installed
 	$(PY) -m pytest -n 2 -m "not browser" tests
 
 # Every stored text output of every chapter is compared (strict nbval); notebooks/nbval_sanitize.cfg masks times,
-# paths and devices.
+# paths and devices. Two chapters at a time, one thread each (each chapter's cells stay in order on one worker).
 notebooks: $(VENV)/.installed
-	TQDM_DISABLE=1 DCLIP_WORLD=$${DCLIP_WORLD:-tiny} $(PY) -m pytest --nbval --nbval-current-env \
-		--nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider notebooks/
+	OMP_NUM_THREADS=1 TQDM_DISABLE=1 DCLIP_WORLD=$${DCLIP_WORLD:-tiny} $(PY) -m pytest -n 2 --dist loadscope \
+		--nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider notebooks/
 
 # A student's view: JupyterLab in headless Chromium (/usr/bin/chromium) runs a chapter and a slider is dragged.
 browser: $(VENV)/.installed

@@ -102,7 +102,7 @@ def precompute_latents(
     name = f"{model.name.replace('/', '_')}-t{t0}-S{S_for}-{key.hexdigest()[:16]}.safetensors"
     path = Path(cache_dir) / name if cache_dir else None
     meta = {"t0": t0, "S_for": S_for, "model": base}
-    x0 = images.detach().cpu()
+    x0 = images.detach().cpu().contiguous()  # laid out as a loaded file is: computed and cached latents act alike
 
     def same_images(tensors: dict[str, torch.Tensor], _: dict) -> str | None:
         if set(tensors) != {"x0", "x_t0"} or tensors["x_t0"].shape != x0.shape:
@@ -116,7 +116,7 @@ def precompute_latents(
         ddim_invert(model, c, model.schedule, t0, S_for, progress=progress)
         for c in images.to(model.device).split(batch_size)
     ]
-    x_t0 = torch.cat(chunks).cpu()
+    x_t0 = torch.cat(chunks).cpu().contiguous()
     if not bool(torch.isfinite(x_t0).all()):
         raise ValueError(
             f"DDIM inversion with model {model.name!r} gave non-finite latents (NaN or inf) from finite images: "

@@ -1,4 +1,5 @@
-"""A student's view: JupyterLab in headless Chromium runs a chapter, a slider is dragged, and the figure changes.
+"""A student's view: JupyterLab in headless Chromium runs a chapter down to its first control, a slider is dragged,
+and the figure changes.
 
 Needs Debian's Chromium (/usr/bin/chromium, installed by .ci/run) and Playwright (the dev extra); without
 them the test is skipped, unless DCLIP_REQUIRE_BROWSER=1 (as `make browser` sets) makes their absence a failure.
@@ -46,6 +47,17 @@ def _require() -> None:
         if os.environ.get("DCLIP_REQUIRE_BROWSER") == "1":
             pytest.fail("the browser test needs " + " and ".join(missing))
         pytest.skip("needs " + " and ".join(missing))
+
+
+def _cell_after_first_control(chapter: Path) -> int:
+    """Index of the cell after the chapter's first control (a code cell that calls a ``*_control(...)`` builder)."""
+    import nbformat
+
+    cells = nbformat.read(chapter, as_version=4).cells
+    for i, cell in enumerate(cells):
+        if cell.cell_type == "code" and "_control(" in cell.source:
+            return i + 1
+    raise AssertionError(f"{chapter.name} has no control cell")
 
 
 def _free_port() -> int:
@@ -98,11 +110,16 @@ def test_student_runs_a_chapter_drags_its_t_slider_and_the_figure_changes(lab, t
             page.goto(f"{url}/lab/tree/{CHAPTER.name}?token={token}")
             page.locator(".jp-Notebook").first.wait_for(timeout=120_000)
             expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=120_000)  # kernel up
+            # As a student who wants the slider: select the cell after the control, then Run > Run All Above
+            # Selected Cell (the chapter's long sampling cells further down are not needed for it).
             first_prompt = page.locator(".jp-CodeCell .jp-InputPrompt").first
             for _ in range(3):  # a click before the notebook is wired to its kernel may be lost: then again
-                page.locator(".jp-Notebook").first.click()
+                page.locator(".jp-Cell").first.click()
+                page.keyboard.press("Escape")  # command mode
+                for _ in range(_cell_after_first_control(CHAPTER)):
+                    page.keyboard.press("j")
                 page.get_by_role("menuitem", name="Run", exact=True).click()
-                page.get_by_role("menuitem", name="Run All Cells", exact=True).first.click()
+                page.get_by_role("menuitem", name="Run All Above Selected Cell", exact=True).first.click()
                 try:
                     expect(first_prompt).not_to_have_text("[ ]:", timeout=20_000)
                     break
@@ -112,7 +129,7 @@ def test_student_runs_a_chapter_drags_its_t_slider_and_the_figure_changes(lab, t
             control = page.locator(".widget-vbox").filter(has=page.locator(".widget-slider")).first
             status = control.locator(".widget-html").first
             expect(status).to_contain_text("drawn in", timeout=480_000)  # the control is drawn
-            # the rest of the chapter runs on: a slider's change waits in the kernel's queue until it is idle
+            # a slider's change waits in the kernel's queue until the cells above it have run
             expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=480_000)
             control.scroll_into_view_if_needed()
             image = control.locator("img").first

@@ -170,6 +170,26 @@ def test_a_damaged_latent_entry_is_recomputed_with_a_warning_naming_it(base, ima
     assert load_checked(path) is not None  # rewritten whole
 
 
+def test_latents_computed_and_latents_loaded_from_the_cache_are_the_same_tensors(base, images, tmp_path):
+    """Rendered images are often channels-last views; latents computed from them must be laid out as loaded ones,
+    or what follows (e.g. the activation memory that a training step saves) differs between a cold and a warm cache."""
+    from dclip.finetune import Latents, finetune
+    from dclip.profiling import measure
+
+    channels_last = images.contiguous(memory_format=torch.channels_last)
+    computed = precompute_latents(base, channels_last, 300, 2, cache_dir=tmp_path, progress=False)
+    loaded = precompute_latents(base, channels_last, 300, 2, cache_dir=tmp_path, progress=False)
+    for a, b in ((computed.x0, loaded.x0), (computed.x_t0, loaded.x_t0)):
+        assert torch.equal(a, b) and a.stride() == b.stride() == images.contiguous().stride()
+
+    def saved_bytes(lat: Latents) -> int:
+        one = Latents(lat.x0[:1].clone(), lat.x_t0[:1].clone(), lat.t0, lat.S_for)
+        cfg = _cfg(epochs=1, batch_size=1, checkpoint=False, lambda_id=0.0)
+        return measure(lambda: finetune(base, _clip(), one, cfg, None, progress=False)).activation_bytes
+
+    assert saved_bytes(computed) == saved_bytes(loaded)
+
+
 def test_a_latent_entry_for_another_request_is_not_returned(base, images, tmp_path):
     """A valid file with other contents (one image, t0 = 123) under the name of a t0 = 300 request."""
     right = precompute_latents(base, images, 300, 2, cache_dir=tmp_path, progress=False)
