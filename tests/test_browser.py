@@ -113,10 +113,11 @@ def test_student_runs_a_chapter_drags_its_t_slider_and_the_figure_changes(lab, t
             # As a student who wants the slider: select the cell after the control, then Run > Run All Above
             # Selected Cell (the chapter's long sampling cells further down are not needed for it).
             first_prompt = page.locator(".jp-CodeCell .jp-InputPrompt").first
+            below_control = _cell_after_first_control(CHAPTER)
             for _ in range(3):  # a click before the notebook is wired to its kernel may be lost: then again
                 page.locator(".jp-Cell").first.click()
                 page.keyboard.press("Escape")  # command mode
-                for _ in range(_cell_after_first_control(CHAPTER)):
+                for _ in range(below_control):
                     page.keyboard.press("j")
                 page.get_by_role("menuitem", name="Run", exact=True).click()
                 page.get_by_role("menuitem", name="Run All Above Selected Cell", exact=True).first.click()

@@ -15,8 +15,17 @@ import dclip
 import dclip.finetune
 from dclip import cache
 from dclip.cache import StaleCacheWarning, atomic_write, load_checked, save_tensors_atomic
-from dclip.finetune import FinetuneConfig, finetune_key, finetune_or_load, load_finetuned, precompute_latents
+from dclip.finetune import (
+    FinetuneConfig,
+    Latents,
+    finetune,
+    finetune_key,
+    finetune_or_load,
+    load_finetuned,
+    precompute_latents,
+)
 from dclip.losses import lowpass_identity
+from dclip.profiling import measure
 
 TESTS = Path(__file__).parent
 
@@ -173,9 +182,6 @@ def test_a_damaged_latent_entry_is_recomputed_with_a_warning_naming_it(base, ima
 def test_latents_computed_and_latents_loaded_from_the_cache_are_the_same_tensors(base, images, tmp_path):
     """Rendered images are often channels-last views; latents computed from them must be laid out as loaded ones,
     or what follows (e.g. the activation memory that a training step saves) differs between a cold and a warm cache."""
-    from dclip.finetune import Latents, finetune
-    from dclip.profiling import measure
-
     channels_last = images.contiguous(memory_format=torch.channels_last)
     computed = precompute_latents(base, channels_last, 300, 2, cache_dir=tmp_path, progress=False)
     loaded = precompute_latents(base, channels_last, 300, 2, cache_dir=tmp_path, progress=False)
