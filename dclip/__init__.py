@@ -3,47 +3,65 @@
 The math (schedules, DDPM, DDIM inversion and generation, noise combination) takes any noise predictor
 ``eps(x, t)``; a world (``dclip.world()``) gives a chapter its models, images, settings and metrics: the real
 pretrained models on a GPU, or the offline tiny world (:mod:`dclip.tinyworld`), behind one API.
+
+The names below are imported on first use (PEP 562), so ``import dclip.colab`` or ``import dclip.cache`` costs
+no torch import: Colab's set-up cell sets the cache locations before anything reads them.
 """
 
-from dclip.clip import CLIP, load_clip
-from dclip.ddim import ddim_generate, ddim_invert, ddim_step, predict_x0, reconstruct
-from dclip.ddpm import ddpm_loss, ddpm_sample, ddpm_step, q_sample
-from dclip.images import load_image, save_images, to_pil
-from dclip.models import DiffusionModel, ModelNotAvailableError, load_diffusion
-from dclip.noise_combination import mix_noise_predictors, transition_gammas
-from dclip.plotting import plot_curves, show_images
-from dclip.recipes import get_recipe, recipes_for
-from dclip.schedule import Schedule, time_sequence
-from dclip.worlds import World, format_scores, world
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = [
-    "CLIP",
-    "DiffusionModel",
-    "ModelNotAvailableError",
-    "Schedule",
-    "ddim_generate",
-    "ddim_invert",
-    "ddim_step",
-    "ddpm_loss",
-    "ddpm_sample",
-    "ddpm_step",
-    "get_recipe",
-    "load_clip",
-    "load_diffusion",
-    "load_image",
-    "mix_noise_predictors",
-    "plot_curves",
-    "predict_x0",
-    "show_images",
-    "q_sample",
-    "recipes_for",
-    "reconstruct",
-    "save_images",
-    "time_sequence",
-    "to_pil",
-    "transition_gammas",
-    "World",
-    "format_scores",
-    "world",
-]
+
+#: Each public name and the module that defines it.
+_HOMES = {
+    "CLIP": "dclip.clip",
+    "load_clip": "dclip.clip",
+    "ddim_generate": "dclip.ddim",
+    "ddim_invert": "dclip.ddim",
+    "ddim_step": "dclip.ddim",
+    "predict_x0": "dclip.ddim",
+    "reconstruct": "dclip.ddim",
+    "ddpm_loss": "dclip.ddpm",
+    "ddpm_sample": "dclip.ddpm",
+    "ddpm_step": "dclip.ddpm",
+    "q_sample": "dclip.ddpm",
+    "load_image": "dclip.images",
+    "save_images": "dclip.images",
+    "to_pil": "dclip.images",
+    "DiffusionModel": "dclip.models",
+    "ModelNotAvailableError": "dclip.models",
+    "load_diffusion": "dclip.models",
+    "mix_noise_predictors": "dclip.noise_combination",
+    "transition_gammas": "dclip.noise_combination",
+    "plot_curves": "dclip.plotting",
+    "show_images": "dclip.plotting",
+    "get_recipe": "dclip.recipes",
+    "recipes_for": "dclip.recipes",
+    "Schedule": "dclip.schedule",
+    "time_sequence": "dclip.schedule",
+    "World": "dclip.worlds",
+    "format_scores": "dclip.worlds",
+    "world": "dclip.worlds",
+}
+__all__ = sorted(_HOMES, key=str.lower)
+
+
+def __getattr__(name: str) -> object:
+    """A public name from its module (:data:`_HOMES`), or a submodule (``dclip.exercises``), imported on first use."""
+    if name in _HOMES:
+        value = getattr(importlib.import_module(_HOMES[name]), name)
+        globals()[name] = value
+        return value
+    if not name.startswith("_"):
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module 'dclip' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import re
 import tempfile
@@ -37,9 +38,21 @@ class StaleCacheWarning(UserWarning):
     """A cache entry was unreadable or did not match the request; it is computed again."""
 
 
+class CacheWriteWarning(UserWarning):
+    """A result could not be written to the cache (a full disk, a folder that became read-only): it is returned,
+    and kept in memory for the rest of the session, but not on disk."""
+
+
 def cache_root() -> Path:
-    """The cache's home: ``$DCLIP_CACHE``, else ``~/.cache/dclip``."""
-    return Path(os.environ.get("DCLIP_CACHE") or Path.home() / ".cache" / "dclip").expanduser()
+    """The cache's home: ``$DCLIP_CACHE``, else ``~/.cache/dclip``, read at every call (so a variable set after
+    ``import dclip``, as on Colab, is used everywhere at once). ``$DCLIP_CACHE`` naming something that exists and
+    is not a folder is a ``ValueError`` naming the variable."""
+    raw = os.environ.get("DCLIP_CACHE")
+    root = Path(raw or Path.home() / ".cache" / "dclip").expanduser()
+    if root.exists() and not root.is_dir():
+        where = f"DCLIP_CACHE={raw!r}" if raw else f"the default cache {root}"
+        raise ValueError(f"{where} is a file, not a folder: set DCLIP_CACHE to a folder (it is created if missing)")
+    return root
 
 
 def cache_dir(kind: str) -> Path:
@@ -54,6 +67,38 @@ def cache_path(kind: str, name: str) -> Path:
     if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise ValueError(f"cache entry name {name!r} must be a plain file name (letters, digits, '.', '_', '-')")
     return cache_dir(kind) / name
+
+
+def resolve_dir(folder: str | Path | None, kind: str) -> Path | None:
+    """Where a cached computation of ``kind`` goes: ``"default"`` is :func:`cache_dir` (resolved now), None no
+    cache, anything else that folder."""
+    if folder is None:
+        return None
+    if isinstance(folder, str) and folder == "default":
+        return cache_dir(kind)
+    if not isinstance(folder, (str, Path)):
+        raise ValueError(f"cache_dir={folder!r} must be a folder path, 'default' (the dclip cache) or None (no cache)")
+    return Path(folder).expanduser()
+
+
+def ensure_writable(folder: Path) -> Path:
+    """Create ``folder`` if needed and write (then remove) a small file in it, so that a read-only or full cache is
+    a clear ``OSError`` before any expensive work, not after it."""
+    hint = "set DCLIP_CACHE to a writable folder, or pass cache_dir=None to compute without the cache"
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"the cache folder {folder} is a file: {hint}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=folder)
+        try:
+            os.write(fd, b"\0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(name)
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot write to the cache folder {folder} ({e.strerror}): {hint}") from None
+    return folder
 
 
 def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
@@ -115,6 +160,29 @@ def save_tensors_atomic(
     return path
 
 
+#: Results whose write to the cache failed, by the path they were meant for: kept for the rest of the session so
+#: that the work is not lost and not redone (:func:`keep_in_memory`, :func:`kept`).
+_KEPT: dict[str, object] = {}
+
+
+def keep_in_memory(path: str | Path, value: object, error: OSError, *, save_hint: str) -> None:
+    """Keep ``value`` (a result whose write to ``path`` failed with ``error``) in memory and say so with a
+    :class:`CacheWriteWarning` that names the file, the reason and how to save the result elsewhere."""
+    _KEPT[str(Path(path))] = value
+    warnings.warn(
+        f"could not write {path} ({error.strerror or error}): the result is returned and kept in memory for this "
+        f"session, but not on disk. To keep it, free space or set DCLIP_CACHE to a writable folder, or "
+        f"{save_hint}",
+        CacheWriteWarning,
+        stacklevel=3,
+    )
+
+
+def kept(path: str | Path) -> object | None:
+    """A result kept in memory by :func:`keep_in_memory` for ``path``, or None."""
+    return _KEPT.get(str(Path(path)))
+
+
 def load_checked(
     path: str | Path,
     *,
@@ -123,8 +191,8 @@ def load_checked(
     device: str | torch.device = "cpu",
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
     """The tensors and metadata of a cache entry written by :func:`save_tensors_atomic`, or ``None`` when there is
-    none. An entry that cannot be read, fails its checksum, holds non-finite values, whose metadata differ from
-    ``expect`` (compared as strings) or for which ``check(tensors, metadata)`` returns a reason, also gives ``None``,
+    none. An entry that cannot be read, fails its checksum, holds non-finite values, was written by another version
+    of dclip, whose metadata differ from ``expect`` (compared as strings) or for which ``check(tensors, metadata)`` returns a reason, also gives ``None``,
     with a :class:`StaleCacheWarning` naming the file: the caller computes it again and overwrites it."""
     from safetensors import safe_open
 
@@ -139,7 +207,9 @@ def load_checked(
         return _stale(path, f"cannot be read ({type(e).__name__}: {e})")
     if meta.get("checksum") != tensor_checksum(tensors):
         return _stale(path, "does not match its checksum (truncated, altered or not written by dclip)")
-    for key, value in (expect or {}).items():
+    from dclip import __version__
+
+    for key, value in {"dclip": __version__, **(expect or {})}.items():
         if meta.get(key) != str(value):
             return _stale(path, f"holds {key}={meta.get(key)!r} where {str(value)!r} was asked")
     bad = _nonfinite(tensors)
@@ -193,6 +263,8 @@ def _remove(entry: Entry) -> None:
 def clear(kind: str | None = None, *, older_than_days: float | None = None) -> tuple[int, int]:
     """Remove the entries of ``kind`` (all kinds by default) last used more than ``older_than_days`` ago (all by
     default); returns (entries removed, bytes freed)."""
+    if older_than_days is not None and not (math.isfinite(older_than_days) and older_than_days >= 0):
+        raise ValueError(f"older_than_days={older_than_days} must be a finite number of days >= 0")
     cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else float("inf")
     gone = [e for e in entries(kind) if e.mtime < cutoff]
     for e in gone:
@@ -238,6 +310,17 @@ def _size(n: int) -> str:
     return f"{n / 1024**power:.1f} {('kB', 'MB', 'GB')[power - 1]}"
 
 
+def _days(text: str) -> float:
+    """An ``--older-than`` age: a finite number of days >= 0."""
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not math.isfinite(days) or days < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of days >= 0 (0: every entry)")
+    return days
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m dclip.cache", description="See or clear dclip's cache.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -245,8 +328,12 @@ def main(argv: list[str] | None = None) -> None:
     ls.add_argument("--kind", choices=KINDS)
     cl = sub.add_parser("clear", help="remove entries")
     cl.add_argument("--kind", choices=KINDS)
-    cl.add_argument("--older-than", type=float, default=None, metavar="DAYS", help="only entries unused this long")
+    cl.add_argument("--older-than", type=_days, default=None, metavar="DAYS", help="only entries unused this long")
     a = p.parse_args(argv)
+    try:
+        cache_root()
+    except ValueError as e:
+        p.error(str(e))
     if a.command == "list":
         found = entries(a.kind)
         print(f"{cache_root()} (cap {_size(max_bytes())})")

@@ -11,26 +11,53 @@ step that leaves the clean image evaluates it at ``t = 0``, its first trained ti
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import numbers
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from dclip.progress import progress_bar
-from dclip.schedule import Schedule, time_sequence
+from dclip.schedule import Schedule, check_generator, time_sequence
 
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+_NONNEGATIVE_OK = False
+
+
+@contextlib.contextmanager
+def nonnegative_images_ok() -> Iterator[None]:
+    """Within this block, [-1, 1] images with no value below 0 (every pixel at least mid-grey) are accepted:
+    :func:`check_image` otherwise takes them for [0, 1] images, the usual mistake."""
+    global _NONNEGATIVE_OK
+    before, _NONNEGATIVE_OK = _NONNEGATIVE_OK, True
+    try:
+        yield
+    finally:
+        _NONNEGATIVE_OK = before
+
+
 def check_image(x: torch.Tensor, name: str = "image", tol: float = 0.05) -> None:
     """Raise a clear ``ValueError`` unless ``x`` is a non-empty (N, C, H, W) float tensor of finite values in
-    [-1, 1] (+- ``tol``)."""
+    [-1, 1] (+- ``tol``). An image with no value below 0 but some above it is taken for a [0, 1] image (a photo
+    in [-1, 1] has dark pixels) and refused, unless inside :func:`nonnegative_images_ok`."""
     check_batch(x, name)
     lo, hi = float(x.min()), float(x.max())
     if lo < -1 - tol or hi > 1 + tol:
         hint = " (it looks like [0, 1]: use x * 2 - 1)" if lo >= 0 else ""
         hint = " (it looks like [0, 255]: use x / 127.5 - 1)" if hi > 2 else hint
         raise ValueError(f"{name} must have values in [-1, 1], got [{lo:.3f}, {hi:.3f}]{hint}")
+    if not _NONNEGATIVE_OK and x.device.type != "meta":
+        per_image = x.detach().flatten(1)
+        suspect = ((per_image.min(1).values >= 0) & (per_image.max(1).values > 0)).nonzero().flatten().tolist()
+        if suspect:
+            raise ValueError(
+                f"{name}: image {suspect[0]} ({len(suspect)} of {x.shape[0]}) has no value below 0, so it looks like "
+                "a [0, 1] image where [-1, 1] is expected: use x * 2 - 1 (dclip.load_image gives [-1, 1]). If it "
+                "really is a [-1, 1] image without dark pixels, call inside `with dclip.ddim.nonnegative_images_ok():`"
+            )
 
 
 def check_batch(x: torch.Tensor, name: str = "x") -> None:
@@ -60,7 +87,7 @@ def check_model_batch(x: torch.Tensor, image_size: int, name: str = "x_t0") -> N
 
 def check_eta(eta: float) -> None:
     """Raise a clear ``ValueError`` unless ``eta`` (the noise of Eq. 5) is a finite number >= 0."""
-    if not eta >= 0 or eta == float("inf"):
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not eta >= 0 or eta == float("inf"):
         raise ValueError(f"eta={eta} must be a finite number >= 0 (0: DDIM, 1: DDPM-like)")
 
 
@@ -100,6 +127,8 @@ def ddim_step(
     ``clip_x0`` clamps f_theta to [-1, 1] (as diffusers' ``clip_sample``): needed when sampling from pure noise,
     where ``1/sqrt(a_t)`` amplifies any error of eps; the paper's editing (t0 <= 600) does not clip.
     """
+    check_eta(eta)
+    check_generator(generator)
     a_t, a_next = float(schedule.alpha_bar_at(t)), float(schedule.alpha_bar_at(t_next))
     if eps is None:
         eps = eps_model(x_t, _time(t, x_t))
@@ -206,6 +235,7 @@ def ddim_generate(
     check_batch(x_t0, "x_t0")
     schedule.check_t0(t0)
     check_eta(eta)
+    check_generator(generator)
     return _run(
         eps_model,
         x_t0,

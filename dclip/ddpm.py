@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from dclip.schedule import Schedule
+from dclip.schedule import Schedule, check_generator
 
 #: A noise predictor ``eps_theta(x_t, t) -> eps``: x_t is (N, C, H, W), t a (N,) long tensor of time indices.
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -31,6 +31,7 @@ def q_sample(
     from dclip.ddim import check_batch
 
     check_batch(x0, "x0")
+    check_generator(generator)
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
     if noise.shape != x0.shape:

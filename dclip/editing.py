@@ -3,6 +3,7 @@ noise combination for multi-attribute transfer and continuous transition (Alg. 5
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -11,10 +12,34 @@ from dclip.ddim import check_eta, check_model_batch, ddim_generate, ddim_invert
 from dclip.ddpm import q_sample
 from dclip.models import DiffusionModel
 from dclip.noise_combination import Gammas, mix_noise_predictors, transition_gammas
-from dclip.schedule import check_int
+from dclip.schedule import check_generator, check_int
+
+#: An edit whose values leave [-OUT_OF_RANGE, OUT_OF_RANGE] gets a warning: leaving [-1, 1] by a little is DDIM's
+#: few steps; by this much the generation was unstable (t0 near T with few steps).
+OUT_OF_RANGE = 3.0
+
+
+def _warn_if_unstable(x: torch.Tensor, what: str, t0: int, T: int, steps: str) -> torch.Tensor:
+    """``x``, with a warning when its values are far outside [-1, 1] (a legitimate but unstable setting)."""
+    if x.device.type == "meta":  # shapes only, no values
+        return x
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -OUT_OF_RANGE or hi > OUT_OF_RANGE:
+        warnings.warn(
+            f"{what} at t0={t0} (T={T}) with {steps} gave values in [{lo:.3g}, {hi:.3g}], far outside the images' "
+            f"[-1, 1]: the generation was unstable (each step's error is amplified by 1/sqrt(alpha_bar_t), large "
+            "near T). Use a smaller t0 (the paper edits at t0 <= 700) or more steps",
+            stacklevel=3,
+        )
+    return x
 
 
 def _check_pair(base: DiffusionModel, tuned: DiffusionModel) -> None:
+    for name, m in (("base", base), ("the fine-tuned model", tuned)):
+        if not isinstance(m, DiffusionModel):
+            raise ValueError(
+                f"{name} must be a dclip DiffusionModel (dclip.load_diffusion, pipe.finetuned(recipe)), got {m!r}"
+            )
     if base.image_size != tuned.image_size or base.schedule.T != tuned.schedule.T:
         raise ValueError(
             f"the fine-tuned model ({tuned.name}, {tuned.image_size}px) does not belong to the base "
@@ -59,10 +84,14 @@ def manipulate(
     """Alg. 3: invert ``images`` with the pretrained ``base`` (Eq. 12, S_for steps), regenerate with the fine-tuned
     ``tuned`` (Eq. 13, S_gen steps). Pass ``x_t0`` to reuse latents; ``eta > 0`` is stochastic manipulation (F.5)."""
     _check_pair(base, tuned)
+    check_int(S_for, "S_for", minimum=1)
     check_int(S_gen, "S_gen", minimum=1)
     check_eta(eta)
+    check_generator(generator)
     x_t0 = _latents(base, images, x_t0, t0, S_for, progress)
-    return ddim_generate(tuned, x_t0, tuned.schedule, t0, S_gen, eta=eta, generator=generator, progress=progress)
+    x = ddim_generate(tuned, x_t0, tuned.schedule, t0, S_gen, eta=eta, generator=generator, progress=progress)
+    steps = f"S_gen={S_gen}" if images is None else f"S_for={S_for}, S_gen={S_gen}"
+    return _warn_if_unstable(x, "Alg. 3", t0, base.schedule.T, steps)
 
 
 def to_pretrained_domain(
@@ -79,6 +108,7 @@ def to_pretrained_domain(
     base.check_images(images)
     base.schedule.check_t0(t0)
     check_int(S_gen, "S_gen", minimum=1)
+    check_generator(generator)
     try:
         check_int(k_ddpm, "k_ddpm", minimum=1)
     except ValueError as e:
@@ -111,6 +141,7 @@ def translate(
     base.schedule.check_t0(t0)
     check_int(S_for, "S_for", minimum=1)
     check_int(S_gen, "S_gen", minimum=1)
+    check_generator(generator)
     x0_prime = to_pretrained_domain(base, images, t0_ddpm, 40, k_ddpm, generator, progress)
     return x0_prime, manipulate(base, tuned, x0_prime, t0, S_for, S_gen, progress=progress)
 
@@ -130,10 +161,13 @@ def combine(
     (Eq. 14)."""
     for m in tuned:
         _check_pair(base, m)
+    check_int(S_for, "S_for", minimum=1)
     check_int(S_gen, "S_gen", minimum=1)
     mixed = mix_noise_predictors(list(tuned), gammas)
     x_t0 = _latents(base, images, x_t0, t0, S_for, progress)
-    return ddim_generate(mixed, x_t0, base.schedule, t0, S_gen, progress=progress)
+    x = ddim_generate(mixed, x_t0, base.schedule, t0, S_gen, progress=progress)
+    steps = f"S_gen={S_gen}" if images is None else f"S_for={S_for}, S_gen={S_gen}"
+    return _warn_if_unstable(x, "Alg. 5", t0, base.schedule.T, steps)
 
 
 def transition(

@@ -23,7 +23,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dclip.cache import atomic_write, cache_dir, load_checked, save_tensors_atomic, tensor_checksum
+from dclip.cache import (
+    atomic_write,
+    ensure_writable,
+    keep_in_memory,
+    kept,
+    load_checked,
+    resolve_dir,
+    save_tensors_atomic,
+    tensor_checksum,
+)
 from dclip.clip import CLIP
 from dclip.ddim import check_image, check_model_batch, ddim_generate, ddim_invert, ddim_step, generation_pairs
 from dclip.losses import (
@@ -38,10 +47,6 @@ from dclip.losses import (
 from dclip.models import DiffusionModel
 from dclip.progress import progress_bar
 from dclip.schedule import check_int
-
-#: Where cached latents and fine-tuned models go (:mod:`dclip.cache`; ``$DCLIP_CACHE`` when set at import).
-DEFAULT_CACHE = cache_dir("latents")
-DEFAULT_FINETUNED = cache_dir("finetuned")
 
 
 def fingerprint(model: torch.nn.Module) -> str:
@@ -82,14 +87,16 @@ def precompute_latents(
     images: torch.Tensor,
     t0: int,
     S_for: int = 40,
-    cache_dir: str | Path | None = DEFAULT_CACHE,
+    cache_dir: str | Path | None = "default",
     batch_size: int = 64,
     progress: bool = True,
 ) -> Latents:
     """Invert ``images`` once with the pretrained model (Eq. 12); reused for every target text ("recycling").
 
-    Cached on disk under ``cache_dir`` keyed by the model's weights, t0, S_for and the image content;
-    ``cache_dir=None`` turns the cache off. A cached file that cannot be read or does not hold these images'
+    Cached on disk under ``cache_dir`` (``"default"``: the ``latents`` folder of :func:`dclip.cache.cache_root`,
+    resolved at the call) keyed by the model's weights, t0, S_for, the image content and the package version;
+    ``cache_dir=None`` turns the cache off. The folder is checked writable before the inversion starts; when the
+    write fails anyway (a full disk) the latents are returned and kept in memory, with a warning. A cached file that cannot be read or does not hold these images'
     latents (other t0, S_for, images, non-finite values) is computed again, with a warning that names it
     (:func:`dclip.cache.load_checked`); non-finite latents are an error and never cached.
     """
@@ -100,7 +107,8 @@ def precompute_latents(
     base = fingerprint(model)
     key = hashlib.sha1(f"{base}|{t0}|{S_for}".encode() + images.float().cpu().numpy().tobytes())
     name = f"{model.name.replace('/', '_')}-t{t0}-S{S_for}-{key.hexdigest()[:16]}.safetensors"
-    path = Path(cache_dir) / name if cache_dir else None
+    folder = resolve_dir(cache_dir, "latents")
+    path = folder / name if folder is not None else None
     meta = {"t0": t0, "S_for": S_for, "model": base}
     x0 = images.detach().cpu().contiguous()  # laid out as a loaded file is: computed and cached latents act alike
 
@@ -109,9 +117,13 @@ def precompute_latents(
             return f"holds tensors {sorted(tensors)} of other shapes than the {tuple(x0.shape)} images"
         return None if torch.equal(tensors["x0"], x0) else "holds the latents of other images"
 
+    if path is not None and isinstance(kept(path), Latents):
+        return kept(path)
     cached = load_checked(path, expect=meta, check=same_images) if path is not None else None
     if cached is not None:
         return Latents(cached[0]["x0"], cached[0]["x_t0"], t0, S_for)
+    if folder is not None:
+        ensure_writable(folder)
     chunks = [
         ddim_invert(model, c, model.schedule, t0, S_for, progress=progress)
         for c in images.to(model.device).split(batch_size)
@@ -124,7 +136,10 @@ def precompute_latents(
         )
     latents = Latents(x0, x_t0, t0, S_for)
     if path is not None:
-        save_tensors_atomic(path, {"x0": x0, "x_t0": x_t0}, metadata=meta)
+        try:
+            save_tensors_atomic(path, {"x0": x0, "x_t0": x_t0}, metadata=meta)
+        except OSError as e:
+            keep_in_memory(path, latents, e, save_hint="pass cache_dir= a writable folder")
     return latents
 
 
@@ -460,7 +475,7 @@ def finetune_or_load(
     latents: Latents,
     cfg: FinetuneConfig,
     identity: IdentityTerm | None = None,
-    cache_dir: str | Path = DEFAULT_FINETUNED,
+    cache_dir: str | Path = "default",
     progress: bool = True,
     callback: Callback | None = None,
     force: bool = False,
@@ -468,17 +483,30 @@ def finetune_or_load(
     """:func:`finetune` once and keep the result on disk (:func:`save_finetuned`), keyed by everything it depends
     on (:func:`finetune_key`): later chapters reuse what an earlier one trained. A stored result that cannot be
     read or does not match its key is trained again, with a warning that names the file.
-    ``force=True`` trains (and stores) even when a stored result exists, for example to watch the ``callback``."""
+    ``force=True`` trains (and stores) even when a stored result exists, for example to watch the ``callback``.
+    ``cache_dir`` ``"default"`` is the ``finetuned`` folder of :func:`dclip.cache.cache_root`, resolved at the call;
+    it is checked writable before training; when the write fails anyway (a full disk) the model is returned and
+    kept in memory, with a warning saying how to save it elsewhere."""
     key = finetune_key(model, clip, latents, cfg, identity)
-    path = Path(cache_dir) / f"{model.name.replace('/', '_')}-{key}"
+    folder = resolve_dir(cache_dir, "finetuned")
+    if folder is None:
+        raise ValueError("cache_dir=None: finetune_or_load stores its result; call finetune() to train without storing")
+    path = folder / f"{model.name.replace('/', '_')}-{key}"
     if not force:
+        if isinstance(kept(path), FinetuneResult):
+            return kept(path).model
         cached = load_checked(str(path) + ".safetensors", expect={"key": key})
         if cached is not None:
             tuned = copy.deepcopy(model)
             tuned.unet.load_state_dict(cached[0])
             return tuned.eval()
+    ensure_writable(folder)
     result = finetune(model, clip, latents, cfg, identity, callback, progress=progress)
-    save_finetuned(result, path, key=key)
+    try:
+        save_finetuned(result, path, key=key)
+    except OSError as e:
+        hint = f"save it elsewhere with dclip.finetune.save_finetuned(dclip.cache.kept({str(path)!r}), OTHER_PATH)"
+        keep_in_memory(path, result, e, save_hint=hint)
     return result.model
 
 

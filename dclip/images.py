@@ -83,9 +83,26 @@ def _to_pil(src: ImageSource) -> list[Image.Image]:
     raise TypeError(f"cannot read an image from {type(src).__name__}: give a path, folder, PIL image or array")
 
 
-def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
-    """RGB, centre-cropped to a square and resized to ``size`` x ``size`` (Lanczos)."""
-    image = image.convert("RGBA").convert("RGB") if image.mode in ("P", "LA", "RGBA") else image.convert("RGB")
+#: What a transparent pixel shows: images with an alpha channel (or a transparent palette colour) are composited on
+#: this background, never read with the colours hidden under their transparency.
+BACKGROUND = (255, 255, 255)
+
+
+def flatten_alpha(image: Image.Image, background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
+    """RGB: an image with transparency (RGBA, LA, PA, or a palette/grey image with a transparent colour)
+    composited on ``background``; other images converted as they are."""
+    transparent = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if not transparent:
+        return image.convert("RGB")
+    rgba = image.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, (*background, 255))
+    return Image.alpha_composite(canvas, rgba).convert("RGB")
+
+
+def center_crop_resize(image: Image.Image, size: int, *, background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
+    """RGB (transparency composited on ``background``, white by default), centre-cropped to a square and resized
+    to ``size`` x ``size`` (Lanczos)."""
+    image = flatten_alpha(image, background)
     w, h = image.size
     s = min(w, h)
     box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
@@ -96,7 +113,9 @@ def load_image(src: ImageSource | Iterable[ImageSource], size: int) -> torch.Ten
     """Images from a file, folder, PIL image, array, or a list of these: [-1, 1] float tensor (N, 3, size, size).
 
     Files are turned upright by their EXIF orientation; 16-bit, float (in [0, 1]) and palette images are read at
-    their full range; a folder's sub-folders are skipped. An unreadable file is a ``ValueError`` that names it.
+    their full range; transparent pixels show white (:data:`BACKGROUND`: an RGBA or palette file is composited on
+    it, not read with the colours hidden under its transparency); a folder's sub-folders are skipped. An
+    unreadable file is a ``ValueError`` that names it.
     """
     check_int(size, "size", minimum=1)
     sources = list(src) if isinstance(src, (list, tuple)) else [src]
@@ -129,6 +148,9 @@ def save_images(x: torch.Tensor, folder: str | Path, prefix: str = "image", *, o
         hint = " (it looks like [0, 255]: use x / 127.5 - 1)" if hi > 2 and lo >= 0 else ""
         raise ValueError(f"images must have values in [-1, 1], got [{lo:.3f}, {hi:.3f}]{hint}")
     folder = Path(folder)
+    blocking = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise NotADirectoryError(f"cannot save images into {folder}: {blocking} is a file, not a folder")
     paths = [folder / f"{prefix}_{i:03d}.png" for i in range(x.shape[0])]
     existing = [p for p in paths if p.exists()]
     if existing and not overwrite:

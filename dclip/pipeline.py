@@ -20,6 +20,7 @@ from dclip.finetune import Callback, FinetuneConfig, Latents, finetune_or_load, 
 from dclip.losses import IdentityTerm
 from dclip.models import DiffusionModel
 from dclip.recipes import Recipe
+from dclip.schedule import check_int
 from dclip.worlds import World
 
 KEEP_TUNED = 2  # fine-tuned models held in memory; older ones are loaded again from the disk cache when asked
@@ -50,8 +51,9 @@ class DiffusionCLIP:
         return self.world.training_images(n)
 
     def latents(self, images: torch.Tensor, t0: int, S_for: int | None = None, progress: bool = False) -> Latents:
-        """DDIM latents of ``images`` (Eq. 12), cached on disk."""
-        S_for = S_for or self.world.settings.train_steps[0]
+        """DDIM latents of ``images`` (Eq. 12), cached on disk; ``S_for`` None: the world's fine-tuning S_for."""
+        S_for = self.world.settings.train_steps[0] if S_for is None else S_for
+        check_int(S_for, "S_for", minimum=1)
         return precompute_latents(self.model, images, t0, S_for, progress=progress)
 
     def config(self, name: str, **overrides) -> FinetuneConfig:
@@ -83,6 +85,8 @@ class DiffusionCLIP:
         """The model fine-tuned for recipe ``name`` (Alg. 1 or 2) from ``n_train`` latents (default: the
         world's N), trained once and then loaded from disk; ``force=True`` trains again (to watch
         ``callback``); keyword arguments override the :class:`FinetuneConfig` settings."""
+        if n_train is not None:
+            check_int(n_train, "n_train", minimum=1)
         cfg = self.config(name, **overrides)
         key = (repr(cfg), n_train)
         if key not in self._tuned or force:

@@ -42,20 +42,22 @@ def sample_images(
     Cached (:mod:`dclip.cache`, kind ``samples``; ``cache_dir`` another folder, None no cache) by the model's
     weights, seeds and steps; a damaged or mismatched entry is sampled again with a warning naming the file.
     """
-    from dclip.cache import cache_dir as samples_dir
-    from dclip.cache import load_checked, save_tensors_atomic
+    from dclip.cache import ensure_writable, keep_in_memory, kept, load_checked, resolve_dir, save_tensors_atomic
     from dclip.finetune import fingerprint
     from dclip.schedule import check_int
 
     check_int(n, "n", minimum=1)
+    check_int(steps, "steps", minimum=1)
     path, request = None, None
-    if cache_dir is not None:
+    folder = resolve_dir(cache_dir, "samples")
+    if folder is not None:
         base = fingerprint(model)
         request = {"model": base, "seed": seed, "n": n, "steps": steps}
         key = hashlib.sha1(repr(sorted(request.items())).encode()).hexdigest()[:16]
-        folder = samples_dir("samples") if cache_dir == "default" else Path(cache_dir)
         path = folder / f"{model.name.replace('/', '_')}-seed{seed}-n{n}-S{steps}-{key}.safetensors"
         shape = (n, 3, model.image_size, model.image_size)
+        if isinstance(kept(path), torch.Tensor):
+            return kept(path)
         found = load_checked(
             path,
             expect=request,
@@ -63,6 +65,7 @@ def sample_images(
         )
         if found is not None:
             return found[0]["images"]
+        ensure_writable(folder)
     shape = (3, model.image_size, model.image_size)
     noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)])
     chunks = []
@@ -72,7 +75,10 @@ def sample_images(
             chunks.append(x.clamp(-1, 1).float().cpu())
     images = torch.cat(chunks)
     if path is not None and torch.isfinite(images).all():
-        save_tensors_atomic(path, {"images": images}, metadata=request)
+        try:
+            save_tensors_atomic(path, {"images": images}, metadata=request)
+        except OSError as e:
+            keep_in_memory(path, images, e, save_hint="save them with dclip.save_images(images, folder)")
     return images
 
 
@@ -161,14 +167,14 @@ class RealWorld(World):
         return out
 
     # --- images ------------------------------------------------------------------------------------------------
-    def training_images(self, n: int | None = None) -> torch.Tensor:
+    def _training_images(self, n: int | None = None) -> torch.Tensor:
         """N samples of the pretrained DDPM (seeds TRAIN_SEED + i), in-domain by construction (Alg. 1, step 1)."""
-        return self._samples(n or self.settings.n_train, TRAIN_SEED)
+        return self._samples(n, TRAIN_SEED)
 
     def _samples(self, n: int, seed: int) -> torch.Tensor:
         return sample_images(self.model, n, seed=seed, steps=self.settings.sample_steps)
 
-    def test_images(self, n: int, *, neutral_for: str | None = None) -> torch.Tensor:
+    def _test_images(self, n: int, *, neutral_for: str | None = None) -> torch.Tensor:
         """Other samples of the DDPM (seeds TEST_SEED + i), never training images; for your own photos use
         :meth:`photos`. ``neutral_for`` is accepted for the API's sake: a real world cannot tell what a face shows."""
         return self._samples(n, TEST_SEED)
@@ -184,14 +190,14 @@ class RealWorld(World):
             return align_faces(sources, size=self.image_size, device=self.device)
         return load_image(sources, self.image_size)
 
-    def unseen_domain_images(self, n: int) -> torch.Tensor:
+    def _unseen_domain_images(self, n: int) -> torch.Tensor:
         """Photographs from outside the model's domain (scikit-image's astronaut, cat and coffee, cycled)."""
         from dclip.images import load_image, sample_photos
 
         photos = list(sample_photos().values())
         return load_image([photos[i % len(photos)] for i in range(n)], self.image_size)
 
-    def stroke_images(self, n: int, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def _stroke_images(self, n: int, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Block-colour "stroke paintings" (:func:`dclip.images.stroke_painting`) of test samples, and those samples."""
         from dclip.images import stroke_painting
 

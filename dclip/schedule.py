@@ -75,6 +75,15 @@ def check_int(value: object, name: str, minimum: int | None = None) -> None:
         raise ValueError(f"{name}={value} must be >= {minimum}")
 
 
+def check_generator(generator: object) -> None:
+    """Raise a clear ``ValueError`` unless ``generator`` is None or a ``torch.Generator`` (not a seed)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(
+            f"generator={generator!r} must be a torch.Generator or None, not a {type(generator).__name__}: "
+            "use torch.Generator().manual_seed(seed)"
+        )
+
+
 def time_sequence(S: int, t0: int, T: int = 1000) -> list[int]:
     """The time grid ``tau_1 = 0 < ... < tau_S = t0`` of S steps over ``[0, t0]`` (Sec. 3.3).
 

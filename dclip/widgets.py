@@ -98,9 +98,14 @@ def _float_slider(value: float, lo: float, hi: float, step: float, description: 
 
 
 def _t0_slider(schedule: Schedule, t0: int | None = None, n: int = 9) -> w.IntSlider:
-    """A t0 slider over the model's T: n values at T/10, 2T/10, ...; it starts at ``t0`` or in the middle."""
+    """A t0 slider over the model's T: n values at T/10, 2T/10, ...; it starts at ``t0`` or in the middle. A start
+    value the slider cannot show is a ``ValueError`` (ipywidgets would move it to the nearest end without a word)."""
     step = schedule.T // (n + 1)
     hi = step * n
+    if t0 is not None:
+        schedule.check_t0(t0)
+        if not step <= t0 <= hi:
+            raise ValueError(f"t0={t0} is outside the control's range [{step}, {hi}] (steps of {step}): start inside it")
     return _int_slider(t0 if t0 is not None else hi // 2 // step * step, step, hi, step, "t0")
 
 
@@ -325,10 +330,10 @@ def combination_control(explorer: CombinationExplorer, *, sources=None) -> Contr
         rows = {} if sources is None else {"source": sources}
         rows["combined"] = explorer(weights)
         rest = 1.0 - sum(weights.values())
-        return show_images(
-            rows,
-            title=", ".join(f"gamma[{k}] = {v:.2f}" for k, v in weights.items()) + f", gamma[pretrained] = {rest:.2f}",
-        )
+        title = ", ".join(f"gamma[{k}] = {v:.2f}" for k, v in weights.items()) + f", gamma[pretrained] = {rest:.2f}"
+        if rest < 0:  # the sliders' weights sum past 1: the pretrained model's weight is negative
+            title += " (extrapolation: a weight outside [0, 1], beyond the paper's Alg. 5)"
+        return show_images(rows, title=title)
 
     return control(draw, {n: _float_slider(0.5 / len(explorer.tuned), 0.0, 1.0, 0.1, n) for n in explorer.tuned})
 

@@ -25,9 +25,14 @@ from dclip.clip import CLIP, load_clip
 from dclip.losses import IdentityTerm
 from dclip.models import DiffusionModel, load_diffusion, plugin
 from dclip.recipes import Recipe, get_recipe, recipes_for
+from dclip.schedule import check_int
 
 WORLDS: dict[str, dict] = json.loads((Path(__file__).parent / "configs" / "worlds.json").read_text())
 ALIASES = {"real": "celeba-hq"}
+
+#: How far an edit may overshoot [-1, 1] and still be evaluated (clamped): few-step DDIM outputs do by a little;
+#: an edit beyond it is in another range ([0, 255]) or diverged, and is refused.
+EDIT_OVERSHOOT = 0.5
 
 #: What a world may measure of an edit, with what each number means (Sec. 4.1, D.3).
 METRICS: dict[str, str] = {
@@ -63,6 +68,15 @@ class Settings:
         d["n_sweep"] = tuple(tuple(row) for row in d.get("n_sweep", ()))
         d["table_steps"] = tuple(d.get("table_steps", (6, 40, 200)))
         return cls(**d)
+
+
+def _count(n: object, name: str = "n") -> int:
+    """A number of images: an integer >= 1 (not 0, -2, 2.5 or True), else a ``ValueError`` naming ``name``."""
+    try:
+        check_int(n, name, minimum=1)
+    except ValueError as e:
+        raise ValueError(f"{e}: the number of images to make") from None
+    return int(n)
 
 
 class World:
@@ -152,33 +166,60 @@ class World:
         )
 
     # --- images ------------------------------------------------------------------------------------------------
+    # The public methods check their arguments (a count is an integer >= 1) and call the subclass's ``_...``.
     def training_images(self, n: int | None = None) -> torch.Tensor:
-        """The N images of Alg. 1, [-1, 1] (N, 3, S, S)."""
-        raise NotImplementedError
+        """The N images of Alg. 1, [-1, 1] (N, 3, S, S); ``n`` None: the world's N."""
+        return self._training_images(self.settings.n_train if n is None else _count(n))
 
     def test_images(self, n: int, *, neutral_for: str | None = None) -> torch.Tensor:
         """``n`` held-out inputs, never training images; ``neutral_for`` a recipe name: inputs that do not show its
         target already, where the world can tell."""
-        raise NotImplementedError
+        if neutral_for is not None:
+            self.recipe(neutral_for)  # an unknown recipe is a clear error
+        return self._test_images(_count(n), neutral_for=neutral_for)
 
     def unseen_domain_images(self, n: int) -> torch.Tensor:
         """Inputs from outside the model's training domain (Alg. 4)."""
-        raise NotImplementedError
+        return self._unseen_domain_images(_count(n))
 
     def stroke_images(self, n: int, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """(stroke paintings, the images they depict) for stroke-to-image (Alg. 4)."""
-        raise NotImplementedError
+        check_int(seed, "seed", minimum=0)
+        return self._stroke_images(_count(n), seed=seed)
 
     def counterfactuals(self, n: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Ground-truth edits: ``{change: (sources, the same images with only that change)}``; empty where the world
         cannot render an image twice with one attribute changed (real photographs)."""
+        return self._counterfactuals(_count(n))
+
+    def _training_images(self, n: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _test_images(self, n: int, *, neutral_for: str | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _unseen_domain_images(self, n: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _stroke_images(self, n: int, *, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _counterfactuals(self, n: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         return {}
 
     # --- evaluation --------------------------------------------------------------------------------------------
     def evaluate(self, source: torch.Tensor, edited: torch.Tensor, recipe: str | None = None) -> dict[str, float]:
-        """Every metric of :attr:`measures` for edits of ``source`` (``recipe`` None: only what needs no target)."""
+        """Every metric of :attr:`measures` for edits of ``source`` (``recipe`` None: only what needs no target).
+
+        Both are [-1, 1] images; an edit may overshoot by up to :data:`EDIT_OVERSHOOT` (DDIM's few steps do) and is
+        clamped; a non-finite edit or one in another range ([0, 255]) is a ``ValueError``."""
+        from dclip.ddim import check_image
         from dclip.metrics import identity_similarity, manipulation_metrics
 
+        check_image(source, "source")
+        check_image(edited, "edited", tol=EDIT_OVERSHOOT)
+        if source.shape != edited.shape:
+            raise ValueError(f"source {tuple(source.shape)} and edited {tuple(edited.shape)} must have the same shape")
         source, edited = source.to(self.device), edited.to(self.device).clamp(-1, 1)
         if recipe is None:
             out = {"identity": identity_similarity(edited, source, self._identity_metric())}
@@ -217,7 +258,8 @@ def format_scores(scores: dict[str, float], keys: tuple[str, ...] | None = None)
 
 
 def world_names() -> list[str]:
-    return sorted(WORLDS) + sorted(ALIASES)
+    """The names :func:`world` takes (worlds.json's keys that start with ``_`` are notes, not worlds)."""
+    return sorted(k for k in WORLDS if not k.startswith("_")) + sorted(ALIASES)
 
 
 def _default() -> str:
@@ -233,13 +275,26 @@ def _default() -> str:
     return real if isinstance(cached, str) or hub_reachable() else "tiny"
 
 
+def world_name(name: str | None = None) -> str:
+    """The name of the world :func:`world` would build, without loading anything: ``name``, else ``$DCLIP_WORLD``
+    (or ``$DCLIP_PROFILE``), else real on a CUDA GPU with reachable or cached weights, else tiny."""
+    source = "name"
+    if not name:
+        source = "DCLIP_WORLD" if os.environ.get("DCLIP_WORLD") else "DCLIP_PROFILE"
+        name = os.environ.get("DCLIP_WORLD") or os.environ.get("DCLIP_PROFILE") or _default()
+    if not isinstance(name, str):
+        raise ValueError(f"a world name is a string, got {type(name).__name__}: use one of {world_names()}")
+    name = ALIASES.get(name, name)
+    if name not in world_names():
+        where = "" if source == "name" else f" ({source}={os.environ.get(source)!r})"
+        raise ValueError(f"unknown world {name!r}{where}: use one of {world_names()}")
+    return name
+
+
 def world(name: str | None = None, *, device: str | None = None) -> World:
     """The world to run: ``name``, else ``$DCLIP_WORLD`` (or ``$DCLIP_PROFILE``), else the real CelebA-HQ world on a
     CUDA GPU with reachable or cached weights, else the tiny world. Names: :func:`world_names`."""
-    name = name or os.environ.get("DCLIP_WORLD") or os.environ.get("DCLIP_PROFILE") or _default()
-    name = ALIASES.get(name, name)
-    if name not in WORLDS:
-        raise ValueError(f"unknown world {name!r}: use one of {world_names()} (DCLIP_WORLD=...)")
+    name = world_name(name)
     entry = WORLDS[name]
     owner = name if isinstance(entry["settings"], dict) else entry["settings"]
     return plugin(entry["class"])(

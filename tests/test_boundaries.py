@@ -15,7 +15,7 @@ from PIL import Image
 
 import dclip
 import dclip.finetune
-from dclip.ddim import check_image, ddim_generate, ddim_invert
+from dclip.ddim import check_image, ddim_generate, ddim_invert, nonnegative_images_ok
 from dclip.editing import combine, manipulate, translate
 from dclip.finetune import FinetuneConfig, Latents, finetune, precompute_latents
 from dclip.images import load_image, save_images, to_pil
@@ -285,14 +285,20 @@ values = st.one_of(
 @given(st.lists(values, min_size=1, max_size=12), st.integers(1, 3))
 def test_check_image_accepts_exactly_finite_batches_in_range(pixels, n):
     x = torch.tensor(pixels * n, dtype=torch.float32).reshape(n, 1, 1, len(pixels))
-    ok = all(np.isfinite(pixels)) and all(-1.05 <= p <= 1.05 for p in pixels)
-    try:
-        check_image(x)
-        accepted = True
-    except ValueError as e:
-        accepted = False
-        assert "non-finite" in str(e) or "must have values in [-1, 1]" in str(e)
-    assert accepted == ok
+    in_range = all(np.isfinite(pixels)) and all(-1.05 <= p <= 1.05 for p in pixels)
+    looks_unit = in_range and min(pixels) >= 0 and max(pixels) > 0  # no dark pixel: a [0, 1] image
+    for allowed in (False, True):
+        try:
+            if allowed:
+                with nonnegative_images_ok():
+                    check_image(x)
+            else:
+                check_image(x)
+            accepted = True
+        except ValueError as e:
+            accepted = False
+            assert "non-finite" in str(e) or "must have values in [-1, 1]" in str(e) or "looks like a [0, 1]" in str(e)
+        assert accepted == (in_range and (allowed or not looks_unit))
 
 
 @settings(max_examples=25, deadline=None)

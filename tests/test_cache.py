@@ -381,7 +381,8 @@ def test_cache_names_and_kinds_are_checked(home):
     with pytest.raises(ValueError, match="plain file name"):
         cache.cache_path("latents", "../escape")
     assert cache.cache_path("samples", "x.safetensors") == home / "samples" / "x.safetensors"
-    assert dclip.finetune.DEFAULT_CACHE.name == "latents" and dclip.finetune.DEFAULT_FINETUNED.name == "finetuned"
+    assert cache.resolve_dir("default", "latents") == home / "latents"
+    assert cache.resolve_dir("default", "finetuned") == home / "finetuned"
 
 
 def test_a_finetuned_entry_is_written_whole_with_its_card(base, images, tmp_path):

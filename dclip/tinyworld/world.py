@@ -52,11 +52,11 @@ class TinyWorld(World):
             }
         return judge_edit(source, edited, *RECIPE_TARGETS[recipe], judge=self.judge)
 
-    def training_images(self, n: int | None = None) -> torch.Tensor:
+    def _training_images(self, n: int | None = None) -> torch.Tensor:
         """N in-domain faces (seed 100), never shown as test images."""
-        return make_faces(n or self.settings.n_train, seed=TRAIN_SEED, split="in-domain").images
+        return make_faces(n, seed=TRAIN_SEED, split="in-domain").images
 
-    def test_images(self, n: int, *, neutral_for: str | None = None) -> torch.Tensor:
+    def _test_images(self, n: int, *, neutral_for: str | None = None) -> torch.Tensor:
         """Held-out in-domain faces (seed 4242); ``neutral_for`` a recipe: faces that do not show its target
         (an angry edit then starts from faces that are not angry)."""
         fixed = {}
@@ -66,15 +66,15 @@ class TinyWorld(World):
             fixed[attribute] = "neutral" if "neutral" in choices else choices[0]
         return make_faces(n, seed=TEST_SEED, split="in-domain", **fixed).images
 
-    def unseen_domain_images(self, n: int) -> torch.Tensor:
+    def _unseen_domain_images(self, n: int) -> torch.Tensor:
         """Faces with zombie skin or grey hair, which the DDPM never saw."""
         return make_faces(n, seed=UNSEEN_SEED, split="out-of-domain").images
 
-    def stroke_images(self, n: int, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def _stroke_images(self, n: int, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         strokes, faces = make_strokes(n, seed=STROKE_SEED + seed, split="in-domain")
         return strokes, faces.images
 
-    def counterfactuals(self, n: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def _counterfactuals(self, n: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         same = dict(n=n, seed=TEST_SEED, split="in-domain")
         source = make_faces(**same).images
         return {
