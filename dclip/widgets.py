@@ -105,7 +105,9 @@ def _t0_slider(schedule: Schedule, t0: int | None = None, n: int = 9) -> w.IntSl
     if t0 is not None:
         schedule.check_t0(t0)
         if not step <= t0 <= hi:
-            raise ValueError(f"t0={t0} is outside the control's range [{step}, {hi}] (steps of {step}): start inside it")
+            raise ValueError(
+                f"t0={t0} is outside the control's range [{step}, {hi}] (steps of {step}): start inside it"
+            )
     return _int_slider(t0 if t0 is not None else hi // 2 // step * step, step, hi, step, "t0")
 
 

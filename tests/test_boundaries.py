@@ -308,3 +308,267 @@ def test_images_survive_saving_and_loading_to_within_one_level(tmp_path_factory,
     paths = save_images(x, tmp_path_factory.mktemp("out"))
     back = load_image(paths, size)
     assert back.shape == x.shape and (back - x).abs().max() <= 1 / 127.5 + 1e-6
+
+
+# --- round two (#26): no silent wrong result, no lost work ------------------------------------------------------
+
+
+def _count_calls(monkeypatch, module, name: str) -> list:
+    calls, real = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def test_transparent_pixels_show_the_stated_white_background_not_the_hidden_colours(tmp_path):
+    hidden_red = np.zeros((6, 6, 4), np.uint8)
+    hidden_red[..., 0] = 255  # red under alpha 0: invisible in every viewer
+    Image.fromarray(hidden_red, "RGBA").save(tmp_path / "rgba.png")
+    palette = Image.new("P", (6, 6), 0)
+    palette.putpalette([255, 0, 0] + [0, 0, 0] * 255)
+    palette.info["transparency"] = 0
+    palette.save(tmp_path / "palette.png", transparency=0)
+    half = hidden_red.copy()
+    half[..., 3] = 128  # half-transparent red on white: (255, 127, 127)
+    for src in (tmp_path / "rgba.png", tmp_path / "palette.png"):
+        assert torch.equal(load_image(src, 6), torch.ones(1, 3, 6, 6)), src.name
+    x = load_image(Image.fromarray(half, "RGBA"), 6)
+    assert torch.allclose(x[0, :, 0, 0], torch.tensor([1.0, -0.0039, -0.0039]), atol=0.01)
+
+
+def test_a_unit_range_image_is_refused_where_minus_one_to_one_is_expected_unless_the_user_says_so(base, images):
+    unit = (images + 1) / 2  # the same photos in [0, 1]
+    for call in (
+        lambda: manipulate(base, base, unit, 300, S_gen=2),
+        lambda: precompute_latents(base, unit, 300, 2, cache_dir=None),
+        lambda: ddim_invert(base, unit, base.schedule, 300, 2),
+    ):
+        with pytest.raises(
+            ValueError, match=r"looks like a \[0, 1\] image where \[-1, 1\] is expected: use x \* 2 - 1"
+        ):
+            call()
+    with nonnegative_images_ok():
+        assert ddim_invert(base, unit, base.schedule, 300, 2).shape == unit.shape
+    check_image(torch.zeros(1, 3, 4, 4))  # mid-grey everywhere is a valid [-1, 1] image
+
+
+def test_an_unstable_edit_near_T_with_few_steps_is_warned_and_a_normal_one_is_not(base, images):
+    with pytest.warns(UserWarning, match=r"Alg. 3 at t0=999 \(T=1000\) with S_for=2, S_gen=2 gave values in .* far"):
+        wild = manipulate(base, base, images, 999, S_for=2, S_gen=2)
+    assert wild.abs().max() > 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tame = manipulate(base, base, images, 300, S_for=10, S_gen=10)
+    assert tame.abs().max() <= 3
+
+
+def test_noise_combination_weights_outside_zero_one_are_labelled_as_extrapolation(base, latents):
+    from dclip.noise_combination import ExtrapolationWarning
+    from dclip.widgets import CombinationExplorer, combination_control
+
+    x_t0 = latents.x_t0
+    with pytest.warns(ExtrapolationWarning, match=r"\[1.5, -0.5\] lie outside \[0, 1\]: an extrapolation"):
+        combine(base, [base, base], [1.5, -0.5], None, 300, S_gen=2, x_t0=x_t0)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        combine(base, [base, base], lambda t: [2.0, -1.0] if t > 100 else [0.5, 0.5], None, 300, S_gen=3, x_t0=x_t0)
+    assert [str(w.message)[:40] for w in seen if w.category is ExtrapolationWarning] == [
+        "noise-combination weights [2.0, -1.0] at"
+    ], "gamma(t): one warning per mixed predictor, naming the step"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        combine(base, [base, base], [0.3, 0.7], None, 300, S_gen=2, x_t0=x_t0)  # the paper's kind: no word
+    ctl = combination_control(CombinationExplorer(base, {"a": base, "b": base}, x_t0[:1], 300, S_gen=2))
+    with pytest.warns(ExtrapolationWarning):
+        ctl.sliders["a"].value, ctl.sliders["b"].value = 0.9, 0.9
+    assert "error" not in ctl.status.value and ctl.redraws == 3
+
+
+def test_names_or_seeds_where_weights_models_or_generators_belong_are_clear_errors(base, images, latents):
+    with pytest.raises(ValueError, match="recipe names go to the models, not the weights"):
+        combine(base, [base, base], ["angry", "red hair"], None, 300, x_t0=latents.x_t0)
+    with pytest.raises(ValueError, match="must be a dclip DiffusionModel"):
+        combine(base, ["angry", "red hair"], [0.5, 0.5], None, 300, x_t0=latents.x_t0)
+    with pytest.raises(ValueError, match="give models .*, not names"):
+        mix_noise_predictors(["angry", base], [0.5, 0.5])
+    for call in (
+        lambda: manipulate(base, base, images, 300, S_gen=2, eta=0.5, generator=1),
+        lambda: dclip.q_sample(images, 100, base.schedule, generator=1),
+        lambda: dclip.editing.to_pretrained_domain(base, images, 300, 2, generator=1),
+    ):
+        with pytest.raises(ValueError, match=r"generator=1 must be a torch.Generator .*manual_seed\(seed\)"):
+            call()
+
+
+def test_a_negative_eta_is_refused_by_the_single_step_too(base, images):
+    with pytest.raises(ValueError, match="eta=-1 must be a finite number >= 0"):
+        dclip.ddim_step(base, images, 300, 200, base.schedule, eta=-1)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return dclip.world("tiny")
+
+
+@pytest.mark.parametrize("n", [0, -2, 2.5, True, "4"])
+def test_image_counts_that_are_not_positive_integers_are_clear_errors(tiny, n):
+    for call in (
+        lambda: tiny.test_images(n),
+        lambda: tiny.training_images(n),
+        lambda: tiny.unseen_domain_images(n),
+        lambda: tiny.stroke_images(n),
+        lambda: tiny.counterfactuals(n),
+    ):
+        with pytest.raises(ValueError, match=r"must be (an integer|>= 1).*: the number of images to make"):
+            call()
+    assert tiny.training_images().shape[0] == tiny.settings.n_train  # None: the world's N
+
+
+def test_the_pipeline_never_replaces_a_zero_by_its_default(tiny, monkeypatch):
+    from dclip.pipeline import DiffusionCLIP
+
+    pipe = DiffusionCLIP(tiny)
+    inversions = _count_calls(monkeypatch, dclip.pipeline, "precompute_latents")
+    with pytest.raises(ValueError, match="S_for=0 must be >= 1"):
+        pipe.latents(tiny.test_images(2), 500, S_for=0)
+    with pytest.raises(ValueError, match="n_train=0 must be >= 1"):
+        pipe.finetuned("angry", n_train=0)
+    assert inversions == []
+
+
+def test_evaluate_refuses_non_finite_or_out_of_range_edits_and_clamps_only_a_small_overshoot(tiny):
+    source = tiny.test_images(2)
+    nan = source.clone()
+    nan[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="edited holds 1 non-finite values"):
+        tiny.evaluate(source, nan, "angry")
+    with pytest.raises(ValueError, match=r"edited must have values in \[-1, 1\].*\[0, 255\]"):
+        tiny.evaluate(source, (source + 1) * 127.5, "angry")
+    overshoot = tiny.evaluate(source, source * 1.2, None)  # DDIM's few steps overshoot a little: clamped
+    assert overshoot["others_kept"] == 1.0
+
+
+def test_internal_keys_of_the_world_table_are_not_world_names(monkeypatch):
+    from dclip.worlds import world_name, world_names
+
+    assert "_about" not in world_names() and "tiny" in world_names()
+    with pytest.raises(ValueError, match="unknown world '_about'"):
+        dclip.world("_about")
+    monkeypatch.setenv("DCLIP_WORLD", "_about")
+    with pytest.raises(ValueError, match=r"unknown world '_about' \(DCLIP_WORLD='_about'\)"):
+        world_name()
+
+
+def test_a_t0_control_refuses_a_start_value_its_slider_would_move(base, images):
+    from dclip.widgets import EditExplorer, edit_t0_control
+
+    explorer = EditExplorer(base, base, images[:1], S_for=2, S_gen=2)
+    for t0 in (950, 50):
+        with pytest.raises(ValueError, match=rf"t0={t0} is outside the control's range \[100, 900\]"):
+            edit_t0_control(explorer, t0=t0)
+    with pytest.raises(ValueError, match="t0=1200 is out of range"):
+        edit_t0_control(explorer, t0=1200)
+    assert edit_t0_control(explorer, t0=300).sliders["t0"].value == 300
+
+
+def test_save_images_into_a_path_that_is_a_file_is_a_clear_error(images, tmp_path):
+    (tmp_path / "out").write_text("mine")
+    with pytest.raises(NotADirectoryError, match="out is a file, not a folder"):
+        save_images(images, tmp_path / "out" / "sub")
+    assert (tmp_path / "out").read_text() == "mine"
+
+
+def test_the_cache_is_resolved_at_each_call_so_a_variable_set_after_import_is_used(base, images, tmp_path, monkeypatch):
+    monkeypatch.setenv("DCLIP_CACHE", str(tmp_path / "first"))
+    precompute_latents(base, images, 300, 2, progress=False)
+    monkeypatch.setenv("DCLIP_CACHE", str(tmp_path / "second"))  # as on Colab, after `import dclip`
+    precompute_latents(base, images, 300, 2, progress=False)
+    assert len(list((tmp_path / "first" / "latents").glob("*.safetensors"))) == 1
+    assert len(list((tmp_path / "second" / "latents").glob("*.safetensors"))) == 1
+
+
+def test_a_cache_variable_naming_a_file_is_named_before_any_inversion(base, images, tmp_path, monkeypatch):
+    (tmp_path / "cachefile").write_text("")
+    monkeypatch.setenv("DCLIP_CACHE", str(tmp_path / "cachefile"))
+    inversions = _count_calls(monkeypatch, dclip.finetune, "ddim_invert")
+    with pytest.raises(ValueError, match=r"DCLIP_CACHE='.*cachefile' is a file, not a folder"):
+        precompute_latents(base, images, 300, 2, progress=False)
+    assert inversions == []
+    from dclip import cache
+
+    with pytest.raises(SystemExit):
+        cache.main(["list"])
+
+
+def test_an_unwritable_cache_is_found_before_the_inversion(base, images, tmp_path, monkeypatch):
+    import errno
+
+    from dclip import cache
+
+    monkeypatch.setenv("DCLIP_CACHE", str(tmp_path / "cache"))
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache.tempfile, "mkstemp", full)
+    inversions = _count_calls(monkeypatch, dclip.finetune, "ddim_invert")
+    with pytest.raises(OSError, match=r"cannot write to the cache folder .*latents .*set DCLIP_CACHE to a writable"):
+        precompute_latents(base, images, 300, 2, progress=False)
+    assert inversions == []
+
+
+def test_results_whose_write_fails_are_returned_and_kept_not_thrown_away(base, images, tmp_path, monkeypatch):
+    import errno
+
+    from fakes import FakeCLIP
+
+    from dclip.cache import CacheWriteWarning
+
+    monkeypatch.setenv("DCLIP_CACHE", str(tmp_path / "cache"))
+
+    def disk_full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dclip.finetune, "save_tensors_atomic", disk_full)
+    inversions = _count_calls(monkeypatch, dclip.finetune, "ddim_invert")
+    with pytest.warns(CacheWriteWarning, match="No space left on device.*kept in memory.*pass cache_dir="):
+        first = precompute_latents(base, images, 300, 2, progress=False)
+    again = precompute_latents(base, images, 300, 2, progress=False)
+    assert again is first and len(inversions) == 1, "kept: not computed again"
+
+    clip = FakeCLIP()
+    clip.cache_name = "fake-clip-0"
+    cfg = FinetuneConfig("angry", "face", t0=300, S_gen=2, epochs=1)
+    trainings = _count_calls(monkeypatch, dclip.finetune, "finetune")
+    monkeypatch.setattr(dclip.finetune, "save_finetuned", disk_full)
+    with pytest.warns(
+        CacheWriteWarning, match=r"save it elsewhere with dclip.finetune.save_finetuned\(dclip.cache.kept"
+    ):
+        tuned = dclip.finetune.finetune_or_load(base, clip, first, cfg, progress=False)
+    assert dclip.finetune.finetune_or_load(base, clip, first, cfg, progress=False) is tuned and len(trainings) == 1
+
+
+def test_latents_written_by_another_package_version_are_computed_again(base, images, tmp_path, monkeypatch):
+    from dclip.cache import StaleCacheWarning
+
+    monkeypatch.setattr(dclip, "__version__", "0.0.1")
+    precompute_latents(base, images, 300, 2, cache_dir=tmp_path, progress=False)
+    monkeypatch.undo()
+    inversions = _count_calls(monkeypatch, dclip.finetune, "ddim_invert")
+    with pytest.warns(StaleCacheWarning, match=r"holds dclip='0.0.1' where '0.1.0' was asked"):
+        precompute_latents(base, images, 300, 2, cache_dir=tmp_path, progress=False)
+    assert len(inversions) == 1
+
+
+@pytest.mark.parametrize("age", ["-5", "nan", "inf", "soon"])
+def test_the_cache_command_refuses_ages_that_are_not_finite_and_non_negative(age, tmp_path, monkeypatch, capsys):
+    from dclip import cache
+
+    monkeypatch.setenv("DCLIP_CACHE", str(tmp_path))
+    entry = cache.cache_path("latents", "x.safetensors")
+    entry.parent.mkdir(parents=True)
+    entry.write_bytes(b"0" * 10)
+    with pytest.raises(SystemExit):
+        cache.main(["clear", "--older-than", age])
+    assert "number of days" in capsys.readouterr().err and entry.exists()
+    with pytest.raises(ValueError, match="older_than_days=-5 must be a finite number of days >= 0"):
+        cache.clear(older_than_days=-5)
