@@ -192,8 +192,9 @@ def load_checked(
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
     """The tensors and metadata of a cache entry written by :func:`save_tensors_atomic`, or ``None`` when there is
     none. An entry that cannot be read, fails its checksum, holds non-finite values, was written by another version
-    of dclip, whose metadata differ from ``expect`` (compared as strings) or for which ``check(tensors, metadata)`` returns a reason, also gives ``None``,
-    with a :class:`StaleCacheWarning` naming the file: the caller computes it again and overwrites it."""
+    of dclip, whose metadata differ from ``expect`` (compared as strings) or for which ``check(tensors, metadata)``
+    returns a reason, also gives ``None``, with a :class:`StaleCacheWarning` naming the file: the caller computes it
+    again and overwrites it."""
     from safetensors import safe_open
 
     path = Path(path)
