@@ -97,8 +97,9 @@ def precompute_latents(
     resolved at the call) keyed by the model's weights, t0, S_for, the image content and the package version;
     ``cache_dir=None`` turns the cache off. The folder is checked writable before the inversion starts; when the
     write fails anyway (a full disk) the latents are returned and kept in memory, with a warning. A cached file
-    that cannot be read or does not hold these images' latents (other t0, S_for, images, non-finite values) is computed again, with a warning that names it
-    (:func:`dclip.cache.load_checked`); non-finite latents are an error and never cached.
+    that cannot be read or does not hold these images' latents (other t0, S_for, images, non-finite values) is
+    computed again, with a warning that names it (:func:`dclip.cache.load_checked`); non-finite latents are an
+    error and never cached.
     """
     model.check_images(images)
     model.schedule.check_t0(t0)
