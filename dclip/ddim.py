@@ -25,6 +25,9 @@ NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 _NONNEGATIVE_OK = False
+#: RGB images of at least this many pixels are photo-like: one with no value below 0 is taken for a [0, 1] image.
+#: Smaller or other-channel tensors (the toy's few-pixel "images") can legitimately be all non-negative.
+MIN_PHOTO_PIXELS = 64
 
 
 @contextlib.contextmanager
@@ -41,15 +44,17 @@ def nonnegative_images_ok() -> Iterator[None]:
 
 def check_image(x: torch.Tensor, name: str = "image", tol: float = 0.05) -> None:
     """Raise a clear ``ValueError`` unless ``x`` is a non-empty (N, C, H, W) float tensor of finite values in
-    [-1, 1] (+- ``tol``). An image with no value below 0 but some above it is taken for a [0, 1] image (a photo
-    in [-1, 1] has dark pixels) and refused, unless inside :func:`nonnegative_images_ok`."""
+    [-1, 1] (+- ``tol``). A photo-like RGB image (:data:`MIN_PHOTO_PIXELS` pixels or more) with no value below 0
+    but some above it is taken for a [0, 1] image (a photo in [-1, 1] has dark pixels) and refused, unless inside
+    :func:`nonnegative_images_ok`."""
     check_batch(x, name)
     lo, hi = float(x.min()), float(x.max())
     if lo < -1 - tol or hi > 1 + tol:
         hint = " (it looks like [0, 1]: use x * 2 - 1)" if lo >= 0 else ""
         hint = " (it looks like [0, 255]: use x / 127.5 - 1)" if hi > 2 else hint
         raise ValueError(f"{name} must have values in [-1, 1], got [{lo:.3f}, {hi:.3f}]{hint}")
-    if not _NONNEGATIVE_OK and x.device.type != "meta":
+    photo_like = x.shape[1] == 3 and x.shape[-1] * x.shape[-2] >= MIN_PHOTO_PIXELS
+    if photo_like and not _NONNEGATIVE_OK and x.device.type != "meta":
         per_image = x.detach().flatten(1)
         suspect = ((per_image.min(1).values >= 0) & (per_image.max(1).values > 0)).nonzero().flatten().tolist()
         if suspect:

@@ -19,6 +19,10 @@ from dclip.schedule import check_generator, check_int
 OUT_OF_RANGE = 3.0
 
 
+class UnstableEditWarning(UserWarning):
+    """An edit's values are far outside [-1, 1]: the generation was unstable (t0 near T with few steps)."""
+
+
 def _warn_if_unstable(x: torch.Tensor, what: str, t0: int, T: int, steps: str) -> torch.Tensor:
     """``x``, with a warning when its values are far outside [-1, 1] (a legitimate but unstable setting)."""
     if x.device.type == "meta":  # shapes only, no values
@@ -29,6 +33,7 @@ def _warn_if_unstable(x: torch.Tensor, what: str, t0: int, T: int, steps: str) -
             f"{what} at t0={t0} (T={T}) with {steps} gave values in [{lo:.3g}, {hi:.3g}], far outside the images' "
             f"[-1, 1]: the generation was unstable (each step's error is amplified by 1/sqrt(alpha_bar_t), large "
             "near T). Use a smaller t0 (the paper edits at t0 <= 700) or more steps",
+            UnstableEditWarning,
             stacklevel=3,
         )
     return x

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -30,8 +31,8 @@ from dclip.schedule import check_int
 WORLDS: dict[str, dict] = json.loads((Path(__file__).parent / "configs" / "worlds.json").read_text())
 ALIASES = {"real": "celeba-hq"}
 
-#: How far an edit may overshoot [-1, 1] and still be evaluated (clamped): few-step DDIM outputs do by a little;
-#: an edit beyond it is in another range ([0, 255]) or diverged, and is refused.
+#: How far an edit may overshoot [-1, 1] without a word (it is clamped): few-step DDIM outputs do by a little;
+#: beyond it, an edit with no value below -EDIT_OVERSHOOT is in [0, 255] (refused), others diverged (a warning).
 EDIT_OVERSHOOT = 0.5
 
 #: What a world may measure of an edit, with what each number means (Sec. 4.1, D.3).
@@ -211,13 +212,26 @@ class World:
     def evaluate(self, source: torch.Tensor, edited: torch.Tensor, recipe: str | None = None) -> dict[str, float]:
         """Every metric of :attr:`measures` for edits of ``source`` (``recipe`` None: only what needs no target).
 
-        Both are [-1, 1] images; an edit may overshoot by up to :data:`EDIT_OVERSHOOT` (DDIM's few steps do) and is
-        clamped; a non-finite edit or one in another range ([0, 255]) is a ``ValueError``."""
-        from dclip.ddim import check_image
+        Both are [-1, 1] images; an edit is clamped to [-1, 1] (few-step DDIM overshoots by a little; beyond
+        :data:`EDIT_OVERSHOOT`, with a warning); a non-finite edit or one in another range ([0, 255]) is a
+        ``ValueError``."""
+        from dclip.ddim import check_batch, check_image
         from dclip.metrics import identity_similarity, manipulation_metrics
 
         check_image(source, "source")
-        check_image(edited, "edited", tol=EDIT_OVERSHOOT)
+        check_batch(edited, "edited")
+        lo, hi = float(edited.min()), float(edited.max())
+        if lo >= -EDIT_OVERSHOOT and hi > 1 + EDIT_OVERSHOOT:
+            raise ValueError(
+                f"edited must have values in [-1, 1], got [{lo:.3f}, {hi:.3f}] (it looks like [0, 255]: use x / 127.5 - 1)"
+            )
+        if lo < -1 - EDIT_OVERSHOOT or hi > 1 + EDIT_OVERSHOOT:
+            warnings.warn(
+                f"edited has values in [{lo:.3g}, {hi:.3g}], beyond [-1, 1] by more than a few-step DDIM overshoot "
+                "(a diverged or untrained model): they are clamped to [-1, 1] for the metrics",
+                stacklevel=2,
+            )
+        check_image(edited.clamp(-1, 1), "edited")  # a [0, 1] edit is refused as any [0, 1] image is
         if source.shape != edited.shape:
             raise ValueError(f"source {tuple(source.shape)} and edited {tuple(edited.shape)} must have the same shape")
         source, edited = source.to(self.device), edited.to(self.device).clamp(-1, 1)

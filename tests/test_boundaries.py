@@ -284,7 +284,8 @@ values = st.one_of(
 @settings(max_examples=60, deadline=None)
 @given(st.lists(values, min_size=1, max_size=12), st.integers(1, 3))
 def test_check_image_accepts_exactly_finite_batches_in_range(pixels, n):
-    x = torch.tensor(pixels * n, dtype=torch.float32).reshape(n, 1, 1, len(pixels))
+    photo = (pixels * 192)[:192]  # every value, tiled over a photo-like (3, 8, 8) image
+    x = torch.tensor(photo * n, dtype=torch.float32).reshape(n, 3, 8, 8)
     in_range = all(np.isfinite(pixels)) and all(-1.05 <= p <= 1.05 for p in pixels)
     looks_unit = in_range and min(pixels) >= 0 and max(pixels) > 0  # no dark pixel: a [0, 1] image
     for allowed in (False, True):
@@ -348,11 +349,14 @@ def test_a_unit_range_image_is_refused_where_minus_one_to_one_is_expected_unless
             call()
     with nonnegative_images_ok():
         assert ddim_invert(base, unit, base.schedule, 300, 2).shape == unit.shape
-    check_image(torch.zeros(1, 3, 4, 4))  # mid-grey everywhere is a valid [-1, 1] image
+    check_image(torch.zeros(1, 3, 8, 8))  # mid-grey everywhere is a valid [-1, 1] image
+    check_image(torch.rand(9, 1, 4, 4))  # a toy's few-pixel tensors are not photos: no range guess
 
 
 def test_an_unstable_edit_near_T_with_few_steps_is_warned_and_a_normal_one_is_not(base, images):
-    with pytest.warns(UserWarning, match=r"Alg. 3 at t0=999 \(T=1000\) with S_for=2, S_gen=2 gave values in .* far"):
+    from dclip.editing import UnstableEditWarning
+
+    with pytest.warns(UnstableEditWarning, match=r"Alg. 3 at t0=999 \(T=1000\) with S_for=2, S_gen=2 gave values in .* far"):
         wild = manipulate(base, base, images, 999, S_for=2, S_gen=2)
     assert wild.abs().max() > 3
     with warnings.catch_warnings():
@@ -443,8 +447,14 @@ def test_evaluate_refuses_non_finite_or_out_of_range_edits_and_clamps_only_a_sma
         tiny.evaluate(source, nan, "angry")
     with pytest.raises(ValueError, match=r"edited must have values in \[-1, 1\].*\[0, 255\]"):
         tiny.evaluate(source, (source + 1) * 127.5, "angry")
-    overshoot = tiny.evaluate(source, source * 1.2, None)  # DDIM's few steps overshoot a little: clamped
+    with pytest.raises(ValueError, match=r"looks like a \[0, 1\] image"):
+        tiny.evaluate(source, (source + 1) / 2, "angry")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        overshoot = tiny.evaluate(source, source * 1.2, None)  # DDIM's few steps overshoot a little: clamped
     assert overshoot["others_kept"] == 1.0
+    with pytest.warns(UserWarning, match=r"edited has values in \[-5, 5\].*clamped to \[-1, 1\] for the metrics"):
+        tiny.evaluate(source, source.sign() * 5, None)
 
 
 def test_internal_keys_of_the_world_table_are_not_world_names(monkeypatch):
