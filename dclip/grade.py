@@ -40,13 +40,14 @@ START_TIMEOUT = 120.0
 
 @dataclass
 class Job:
-    """One function to check: where it comes from (``chapter``), the notebook's import statements, its Your-turn
-    cell."""
+    """One function to check: where it comes from (``chapter``), the notebook's import statements, the solution
+    cells before it (``context``: a later exercise may use what an earlier one defined) and its Your-turn cell."""
 
     chapter: str
     function: str
     check: str
     imports: list[str]
+    context: list[str]
     cell: str
 
     @property
@@ -85,16 +86,17 @@ def checks_of(path: Path) -> list[Job]:
     """The checks of one submitted notebook: each solution cell's ``my_xxx`` with the check its next cell calls."""
     nb = nbformat.read(path, as_version=4)
     chapter = chapter_of(path, nb)
-    imports = _imports([c.source for c in nb.cells if c.cell_type == "code" and not is_solution_cell(c)])
-    found = []
+    imports = _imports([c.source for c in nb.cells if c.cell_type == "code"])
+    found, context = [], []
     for i, cell in enumerate(nb.cells):
         if not is_solution_cell(cell):
             continue
+        context.append(cell.source)
         name = re.search(r"^def (my_\w+)\(", cell.source, flags=re.M)
         after = nb.cells[i + 1].source if i + 1 < len(nb.cells) else ""
         check = re.search(rf"\b(check_\w+)\(\s*{name.group(1)}\b", after) if name else None
         if check is not None:
-            found.append(Job(chapter, name.group(1), check.group(1), imports, cell.source))
+            found.append(Job(chapter, name.group(1), check.group(1), imports, context[:-1], cell.source))
     return found
 
 
@@ -127,6 +129,11 @@ def _worker() -> None:
         say(start=k)
         namespace: dict = {"__name__": "__student__"}
         run_imports(job["imports"], namespace)
+        for earlier in job["context"]:
+            try:
+                exec(earlier, namespace)
+            except Exception:  # that cell's own check reports it
+                pass
         try:
             exec(job["cell"], namespace)
         except Exception as e:

@@ -124,6 +124,9 @@ def test_known_mistakes_get_their_hints_in_the_csv_and_the_feedback(graded):
 
 
 LOOP = """# Your turn: Eq. 14.
+def alpha(schedule, t):  # a helper the next exercise uses
+    return schedule.alpha_bar_at(t).reshape(-1, 1, 1, 1)
+
 def my_mixing(eps_models, gammas):
     ### BEGIN SOLUTION
     while True:
@@ -133,13 +136,14 @@ def my_mixing(eps_models, gammas):
 AFTER_LOOP = """# Your turn: Eq. 1.
 def my_q_sample(x0, t, schedule, noise):
     ### BEGIN SOLUTION
-    a = schedule.alpha_bar_at(t).reshape(-1, 1, 1, 1)
+    a = alpha(schedule, t)
     return a.sqrt() * x0 + (1 - a).sqrt() * noise
     ### END SOLUTION"""
 
 
 def test_an_endless_loop_times_out_and_the_next_check_still_runs(tmp_path):
-    """A notebook named after its student (``loop.ipynb``); its chapter comes from the title cell's badge."""
+    """A notebook named after its student (``loop.ipynb``); its chapter comes from the title cell's badge. The
+    second exercise uses a helper of the first: the worker started after the timeout runs the earlier cell too."""
     nb = new_notebook(
         cells=[
             new_markdown_cell(

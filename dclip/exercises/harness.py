@@ -88,6 +88,7 @@ class Forbidden:
     def __init__(self, functions: Iterable[Callable]):
         self.codes: dict[int, Callable] = {id(f.__code__): f for f in functions}
         self.called: Callable | None = None
+        self._previous: Callable | None = None
 
     def _profile(self, frame: FrameType, event: str, arg: object) -> None:
         if event == "call" and self.called is None and id(frame.f_code) in self.codes:
