@@ -32,11 +32,9 @@ def instructor(path: Path) -> nbformat.NotebookNode:
 
 
 def with_solution(nb: nbformat.NotebookNode, body: str) -> nbformat.NotebookNode:
-    """``nb`` whose (one) Your-turn cell has ``body`` (indented by four spaces) as the solution."""
-    for cell in nb.cells:
-        if editions.is_your_turn(cell):
-            head = cell.source.split("### BEGIN SOLUTION")[0]
-            cell.source = head + "### BEGIN SOLUTION\n" + body + "\n    ### END SOLUTION"
+    """``nb`` whose first Your-turn cell has ``body`` (indented by four spaces) as the solution."""
+    cell = next(c for c in nb.cells if editions.is_your_turn(c))
+    cell.source = cell.source.split("### BEGIN SOLUTION")[0] + "### BEGIN SOLUTION\n" + body + "\n    ### END SOLUTION"
     return nb
 
 
@@ -93,17 +91,19 @@ def graded(tmp_path_factory):
 def test_the_instructor_edition_passes_every_check(graded):
     rows, _ = graded
     assert set(rows) == {"instructor", "student", "mistakes"}
-    assert set(rows["instructor"]) - {"student"} == COLUMNS
-    assert {column: rows["instructor"][column] for column in COLUMNS} == dict.fromkeys(COLUMNS, "pass")
+    columns = set(rows["instructor"]) - {"student"}
+    assert COLUMNS <= columns, "one column a check of every chapter"
+    assert {column: rows["instructor"][column] for column in columns} == dict.fromkeys(columns, "pass")
 
 
 def test_the_student_edition_is_not_implemented_yet_everywhere(graded):
     rows, out = graded
-    for column in COLUMNS:
+    columns = set(rows["student"]) - {"student"}
+    for column in columns:
         assert rows["student"][column].startswith("fail: TO DO "), rows["student"][column]
         assert re.search(r"not implemented yet: write my_\w+ in the cell above", rows["student"][column])
     assert "write my_q_sample in the cell above" in rows["student"]["01_ddpm/check_q_sample"]
-    assert (out / "feedback" / "student.md").read_text().count("not implemented yet") == len(COLUMNS)
+    assert (out / "feedback" / "student.md").read_text().count("not implemented yet") == len(columns) >= len(COLUMNS)
 
 
 def test_known_mistakes_get_their_hints_in_the_csv_and_the_feedback(graded):
