@@ -305,21 +305,24 @@ def chapters(paths: list[Path] | None = None) -> list[Path]:
 
 def build(edition: str, out: Path, paths: list[Path] | None = None) -> list[Path]:
     """Write ``edition`` ("student" or "instructor") of the chapters (all of ``notebooks/`` by default) into
-    ``out``; returns the files written. The instructor edition is each chapter's file unchanged."""
+    ``out``; returns the files written. The instructor edition is each chapter's file unchanged. Every chapter is
+    checked before any is written: a :class:`MarkingError` leaves ``out`` as it was."""
     if edition not in EDITIONS:
         raise ValueError(f"unknown edition {edition!r}; use one of {EDITIONS}")
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
+    students = {}
     for path in chapters(paths):
         nb = nbformat.read(path, as_version=4)
-        target = out / path.name
         if edition == "instructor":
             validate(nb, path.stem)
-            shutil.copyfile(path, target)
         else:
-            nbformat.write(student_edition(nb, path.stem), target)
-        written.append(target)
-    return written
+            students[path] = student_edition(nb, path.stem)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in chapters(paths):
+        if edition == "instructor":
+            shutil.copyfile(path, out / path.name)
+        else:
+            nbformat.write(students[path], out / path.name)
+    return [out / path.name for path in chapters(paths)]
 
 
 def main(argv: list[str] | None = None) -> int:

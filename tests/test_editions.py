@@ -163,6 +163,7 @@ def test_the_command_line_builds_and_validates(tmp_path, capsys):
     nbformat.write(chapter(YOUR_TURN.replace("    ### END SOLUTION", "")), path)
     assert editions.main(["instructor", str(tmp_path / "i"), "--notebooks", str(path)]) == 1
     assert "is never closed" in capsys.readouterr().err
+    assert not (tmp_path / "i").exists(), "nothing is written when a chapter breaks the contract"
 
 
 # nbgrader (a dev dependency): its generate_assignment preprocessors accept the contract and stub as we do.
