@@ -467,7 +467,9 @@ def test_alg1_without_the_l1_term_or_without_a_step_is_named():
 
 def test_alg1_with_the_l1_term_as_a_sum_gets_its_own_hint():
     result = ex.check_alg1_iteration(lambda *args: my_alg1(*args, l1="sum"))
-    assert_differs(result, "the L1 term written as a sum over pixels", "|x0 - x_gen| of Eq. 11", "192 here")
+    assert_differs(
+        result, "the L1 term written as a sum over pixels", "|x0 - x_gen| of Eq. 11", "192 per 3 x 8 x 8 image"
+    )
 
     def per_image_sum(model, clip, x0, x_t0, delta_t, t0, S_gen, optimizer, lambda_l1):
         x = my_generate(model, x_t0, model.schedule, t0, S_gen)

@@ -155,8 +155,8 @@ def _l1_sum_hint(x: str) -> str:
     return (
         f"yours matches the L1 term written as a sum over pixels, the literal norm |x0 - {x}| of Eq. 11: dclip "
         f"(dclip.losses.identity_loss) takes the mean absolute difference per image, averaged over the batch, "
-        f"lambda_l1 * ({x} - x0).abs().mean(); a sum weighs the term by the number of pixels (3 x 8 x 8 = 192 here, "
-        "196,608 at 256 x 256) and drowns the directional loss"
+        f"lambda_l1 * ({x} - x0).abs().mean(); a sum multiplies the term by the number of values it adds up (192 per "
+        "3 x 8 x 8 image here, 196,608 per 256 x 256 image) and drowns the directional loss"
     )
 
 
