@@ -223,7 +223,8 @@ class World:
         lo, hi = float(edited.min()), float(edited.max())
         if lo >= -EDIT_OVERSHOOT and hi > 1 + EDIT_OVERSHOOT:
             raise ValueError(
-                f"edited must have values in [-1, 1], got [{lo:.3f}, {hi:.3f}] (it looks like [0, 255]: use x / 127.5 - 1)"
+                f"edited must have values in [-1, 1], got [{lo:.3f}, {hi:.3f}] "
+                "(it looks like [0, 255]: use x / 127.5 - 1)"
             )
         if lo < -1 - EDIT_OVERSHOOT or hi > 1 + EDIT_OVERSHOOT:
             warnings.warn(

@@ -356,7 +356,8 @@ def test_a_unit_range_image_is_refused_where_minus_one_to_one_is_expected_unless
 def test_an_unstable_edit_near_T_with_few_steps_is_warned_and_a_normal_one_is_not(base, images):
     from dclip.editing import UnstableEditWarning
 
-    with pytest.warns(UnstableEditWarning, match=r"Alg. 3 at t0=999 \(T=1000\) with S_for=2, S_gen=2 gave values in .* far"):
+    unstable = r"Alg. 3 at t0=999 \(T=1000\) with S_for=2, S_gen=2 gave values in .* far"
+    with pytest.warns(UnstableEditWarning, match=unstable):
         wild = manipulate(base, base, images, 999, S_for=2, S_gen=2)
     assert wild.abs().max() > 3
     with warnings.catch_warnings():
