@@ -13,7 +13,7 @@ import copy
 import html
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import ipywidgets as w
@@ -82,6 +82,58 @@ class Control(w.VBox):
             return
         self.redraws += 1
         self.status.value = f"{html.escape(_describe(values))}: drawn in {time.perf_counter() - start:.1f} s"
+
+    def _checked(self, setting: dict[str, object]) -> dict[str, object]:
+        """The sliders' values with ``setting`` applied; a name that is no slider or a value off a slider's range
+        is an error."""
+        unknown = sorted(set(setting) - set(self.sliders))
+        if unknown:
+            raise ValueError(
+                f"snapshot setting {setting}: no slider named {unknown}; the sliders are {list(self.sliders)}"
+            )
+        values = self.values()
+        for name, v in setting.items():
+            s = self.sliders[name]
+            lo, hi = getattr(s, "min", None), getattr(s, "max", None)
+            if lo is not None and hi is not None and not (lo <= v <= hi):
+                raise ValueError(f"snapshot setting {setting}: {name} = {v} is outside the slider's range [{lo}, {hi}]")
+            options = getattr(s, "options", None)
+            if options is not None and lo is None and v not in list(options):
+                raise ValueError(
+                    f"snapshot setting {setting}: {name} = {v!r} is not one of the options {list(options)}"
+                )
+            values[name] = v
+        return values
+
+    def snapshot(self, settings: Sequence[dict[str, object]], *, title: str | None = None):
+        """A static figure of what the control shows at each of ``settings`` (name -> value; a slider not named
+        keeps its current value), one labelled panel per setting, top to bottom: a stored picture of the control
+        for a reader who does not run the notebook. The sliders are not moved."""
+        import matplotlib.image as mpimg
+        import matplotlib.pyplot as plt
+
+        if not settings:
+            raise ValueError("a snapshot needs at least one setting, e.g. [{'t0': 300}, {'t0': 600}]")
+        checked = [self._checked(dict(s)) for s in settings]  # every setting checked before any drawing
+        pngs = [mpimg.imread(io.BytesIO(figure_png(self.draw(**v), dpi=self.dpi))) for v in checked]
+        labels = [_describe({k: v[k] for k in s} if s else v) for s, v in zip(settings, checked)]
+        width = max(p.shape[1] for p in pngs) / self.dpi
+        heights = [p.shape[0] / self.dpi + 0.3 for p in pngs]
+        fig, axes = plt.subplots(
+            len(pngs),
+            1,
+            figsize=(width, sum(heights) + (0.4 if title else 0)),
+            squeeze=False,
+            gridspec_kw={"height_ratios": heights},
+        )
+        for ax, png, label in zip(axes[:, 0], pngs, labels):
+            ax.imshow(png)
+            ax.set_title(label, fontsize=10, loc="left", fontweight="bold")
+            ax.axis("off")
+        if title:
+            fig.suptitle(title, fontsize=12)
+        fig.tight_layout()
+        return fig
 
 
 def control(draw: Draw, sliders: dict[str, w.ValueWidget], *, dpi: int = 80) -> Control:
