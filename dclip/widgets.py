@@ -222,6 +222,54 @@ def reconstruction_control(explorer: ReconstructionExplorer, *, n_show: int = 6)
     )
 
 
+class EtaExplorer:
+    """Generation with the generalized step (Eq. 5) from fixed ``x_t`` at time ``t`` in ``S`` steps, for any
+    ``eta`` (the noise scale sigma_t(eta); 0 is DDIM, Eq. 13) and seed of the fresh noise z. Cached per (eta, seed);
+    the eta = 0 generation is the reference that :meth:`distance` measures from."""
+
+    def __init__(self, model: DiffusionModel, x_t: torch.Tensor, t: int, *, S: int = 20, clip_x0: bool = False):
+        model.schedule.check_t0(t)
+        self.model, self.x_t, self.t, self.S, self.clip_x0 = model, x_t.to(model.device), t, S, clip_x0
+        self._cache: dict[tuple[float, int], torch.Tensor] = {}
+
+    def __call__(self, eta: float, seed: int = 0) -> torch.Tensor:
+        key = (round(float(eta), 6), int(seed)) if eta > 0 else (0.0, 0)  # eta = 0 draws no noise: one result
+        if key not in self._cache:
+            g = torch.Generator().manual_seed(key[1])
+            with torch.no_grad():
+                x = ddim_generate(
+                    self.model,
+                    self.x_t,
+                    self.model.schedule,
+                    self.t,
+                    self.S,
+                    eta=key[0],
+                    clip_x0=self.clip_x0,
+                    generator=g,
+                )
+            self._cache[key] = x.clamp(-1, 1)
+        return self._cache[key]
+
+    def distance(self, eta: float, seed: int = 0) -> float:
+        """Mean |x(eta, seed) - x(eta = 0)| in [0, 1] pixel units: how far the fresh noise moved the images."""
+        return ((self(eta, seed) - self(0.0)).abs() / 2).mean().item()
+
+
+def eta_control(explorer: EtaExplorer, *, sources=None) -> Control:
+    """eta and seed sliders for :class:`EtaExplorer`: eta = 0 is DDIM (every seed alike); as eta grows the fresh
+    noise sigma_t(eta) z of Eq. 5 moves the images further from the DDIM ones (the distance in the title)."""
+
+    def draw(eta: float, seed: int):
+        rows = {} if sources is None else {"source": sources}
+        rows["eta = 0 (DDIM)"] = explorer(0.0)
+        rows[f"eta = {eta:.1f}, seed {seed}"] = explorer(eta, seed)
+        return show_images(
+            rows, title=f"eta = {eta:.1f}, seed = {seed}: mean |x - x_DDIM| = {explorer.distance(eta, seed):.3f}"
+        )
+
+    return control(draw, {"eta": _float_slider(0.5, 0.0, 1.0, 0.1, "eta"), "seed": _int_slider(0, 0, 9, 1, "seed")})
+
+
 @dataclass
 class EditAtT0:
     """Alg. 3 at one return step t0: the pretrained model's reconstruction, the edit, and its MAE to the source."""

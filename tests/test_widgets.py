@@ -17,6 +17,7 @@ from dclip.editing import manipulate, to_pretrained_domain
 from dclip.widgets import (
     CombinationExplorer,
     EditExplorer,
+    EtaExplorer,
     NoisingExplorer,
     ReconstructionExplorer,
     StochasticEditExplorer,
@@ -25,6 +26,7 @@ from dclip.widgets import (
     combination_control,
     control,
     edit_t0_control,
+    eta_control,
     noising_control,
     reconstruction_control,
     stochastic_edit_control,
@@ -228,3 +230,23 @@ def test_snapshot_rejects_unknown_sliders_and_values_off_the_range():
     with pytest.raises(ValueError, match="at least one setting"):
         c.snapshot([])
     assert len(calls) == 1  # nothing was drawn for a bad list: every setting is checked first
+
+
+def test_eta_explorer_is_eq5_with_sigma_eta_and_a_seeded_z(base, images):
+    x_t = ddim_invert(base, images, base.schedule, 300, 4)
+    explorer = EtaExplorer(base, x_t, 300, S=3)
+    ddim = ddim_generate(base, x_t, base.schedule, 300, 3).clamp(-1, 1)
+    assert torch.allclose(explorer(0.0), ddim, atol=1e-6) and torch.equal(explorer(0.0, 7), explorer(0.0, 0))
+    g = torch.Generator().manual_seed(2)
+    expected = ddim_generate(base, x_t, base.schedule, 300, 3, eta=1.0, generator=g).clamp(-1, 1)
+    assert torch.allclose(explorer(1.0, 2), expected, atol=1e-6)
+    assert not torch.allclose(explorer(1.0, 2), explorer(1.0, 3))
+    assert explorer(0.3 + 1e-12, 1) is explorer(0.3, 1)  # a slider's 0.30000000000000004 hits the cache
+    assert explorer.distance(0.0) == 0.0
+    near, far = explorer.distance(0.2, 0), explorer.distance(1.0, 0)
+    assert 0 < near < far  # more fresh noise, further from the DDIM images
+    ctl = eta_control(explorer, sources=images)
+    assert set(ctl.sliders) == {"eta", "seed"} and ctl.redraws == 1 and ctl.sliders["eta"].max == 1.0
+    fig = ctl.snapshot([{"eta": 0.0}, {"eta": 1.0, "seed": 2}])
+    assert [ax.get_title(loc="left") for ax in fig.axes] == ["eta = 0.00", "eta = 1.00, seed = 2"]
+    plt.close(fig)
