@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: lab test unit notebooks browser chapters lint
+.PHONY: lab test unit notebooks browser chapters lint student instructor
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,3 +37,11 @@ chapters: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check dclip tests benchmarks tools
 	$(VENV)/bin/ruff format --check dclip tests benchmarks tools
+
+# The editions a lecturer hands out (dclip.editions): the student's (solutions replaced by stubs, exercise solutions
+# removed) and the instructor's (the chapters as they are). `make test` builds both on every chapter in its unit tests.
+student: $(VENV)/.installed
+	$(PY) -m dclip.editions student build/student
+
+instructor: $(VENV)/.installed
+	$(PY) -m dclip.editions instructor build/instructor
