@@ -17,7 +17,7 @@ import time
 import types
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ from dclip.losses import (
     augment_pairs,
     check_templates,
     directional_clip_loss,
+    global_clip_loss,
     identity_loss,
     text_direction,
 )
@@ -157,7 +158,15 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
     return PRECISIONS[precision]
 
 
-@dataclass
+CLIP_LOSSES = ("direction", "global")
+
+
+def _dataclass_repr(obj) -> str:
+    shown = [f"{f.name}={getattr(obj, f.name)!r}" for f in obj.__dataclass_fields__.values() if f.repr]
+    return f"{type(obj).__name__}({', '.join(shown)})"
+
+
+@dataclass(repr=False)
 class FinetuneConfig:
     """The settings of one fine-tuning run (Eq. 10, Alg. 1/2). Defaults are the paper's."""
 
@@ -181,6 +190,13 @@ class FinetuneConfig:
     clip_views: int = 0  # > 0: average L_direction over this many shifted/flipped views (augment_pairs)
     precision: str = "auto"  # CUDA forward passes: "auto" (bf16 where supported, else fp16), "bf16", "fp16", "fp32"
     seed: int = 0
+    # "direction": Eq. 9, DiffusionCLIP's loss; "global": Eq. 8, 1 - cos(E_I(x_gen), E_T(y_tar)), for comparison
+    # (chapter 04). Shown by repr only when not the default, so that the default's repr and cache key stay as before.
+    clip_loss: str = field(default="direction", repr=False)
+
+    def __repr__(self) -> str:
+        text = _dataclass_repr(self)
+        return text if self.clip_loss == "direction" else text[:-1] + f", clip_loss={self.clip_loss!r})"
 
     def __post_init__(self) -> None:
         for name in ("target", "reference"):
@@ -211,6 +227,8 @@ class FinetuneConfig:
             )
         if self.direction_form not in DIRECTION_FORMS:
             raise ValueError(f"direction_form={self.direction_form!r}: use one of {sorted(DIRECTION_FORMS)}")
+        if self.clip_loss not in CLIP_LOSSES:
+            raise ValueError(f"clip_loss={self.clip_loss!r}: use 'direction' (Eq. 9) or 'global' (Eq. 8)")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r}: use one of {sorted(PRECISIONS)}")
 
@@ -252,10 +270,14 @@ def objective(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Eq. 10: ``lambda_clip * L_direction + L_id`` (Eq. 9 and 11) on generated images; returns (loss, terms).
-    With ``cfg.clip_views > 0`` the directional loss is averaged over augmented views (:func:`augment_pairs`,
-    drawn from ``generator``)."""
+    With ``cfg.clip_views > 0`` the CLIP loss is averaged over augmented views (:func:`augment_pairs`, drawn from
+    ``generator``). ``cfg.clip_loss="global"`` puts the global loss (Eq. 8) in place of Eq. 9, for comparison; its
+    value is then the ``"direction"`` term of the history (the CLIP term)."""
     pairs = augment_pairs(x_gen, x0, cfg.clip_views, generator=generator) if cfg.clip_views > 0 else (x_gen, x0)
-    l_dir = directional_clip_loss(clip, *pairs, delta_t, form=cfg.direction_form)
+    if cfg.clip_loss == "global":
+        l_dir = global_clip_loss(clip, pairs[0], cfg.target)
+    else:
+        l_dir = directional_clip_loss(clip, *pairs, delta_t, form=cfg.direction_form)
     l_id = identity_loss(x_gen, x0, cfg.lambda_l1, cfg.lambda_id, identity)
     loss = cfg.lambda_clip * l_dir + l_id
     return loss, {"loss": loss.item(), "direction": l_dir.item(), "identity": l_id.item()}
@@ -463,7 +485,7 @@ def finetune_key(
         "base": fingerprint(model),
         "clip": _describe_clip(clip),
         "latents": [latents.t0, latents.S_for, tensor_checksum({"x0": latents.x0, "x_t0": latents.x_t0})],
-        "config": asdict(cfg),
+        "config": {k: v for k, v in asdict(cfg).items() if k != "clip_loss" or v != "direction"},  # keys as before
         "identity": _describe(identity) if cfg.lambda_id > 0 else "unused",
         "dclip": __version__,
     }

@@ -13,7 +13,7 @@ import copy
 import html
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import ipywidgets as w
@@ -82,6 +82,58 @@ class Control(w.VBox):
             return
         self.redraws += 1
         self.status.value = f"{html.escape(_describe(values))}: drawn in {time.perf_counter() - start:.1f} s"
+
+    def _checked(self, setting: dict[str, object]) -> dict[str, object]:
+        """The sliders' values with ``setting`` applied; a name that is no slider or a value off a slider's range
+        is an error."""
+        unknown = sorted(set(setting) - set(self.sliders))
+        if unknown:
+            raise ValueError(
+                f"snapshot setting {setting}: no slider named {unknown}; the sliders are {list(self.sliders)}"
+            )
+        values = self.values()
+        for name, v in setting.items():
+            s = self.sliders[name]
+            lo, hi = getattr(s, "min", None), getattr(s, "max", None)
+            if lo is not None and hi is not None and not (lo <= v <= hi):
+                raise ValueError(f"snapshot setting {setting}: {name} = {v} is outside the slider's range [{lo}, {hi}]")
+            options = getattr(s, "options", None)
+            if options is not None and lo is None and v not in list(options):
+                raise ValueError(
+                    f"snapshot setting {setting}: {name} = {v!r} is not one of the options {list(options)}"
+                )
+            values[name] = v
+        return values
+
+    def snapshot(self, settings: Sequence[dict[str, object]], *, title: str | None = None):
+        """A static figure of what the control shows at each of ``settings`` (name -> value; a slider not named
+        keeps its current value), one labelled panel per setting, top to bottom: a stored picture of the control
+        for a reader who does not run the notebook. The sliders are not moved."""
+        import matplotlib.image as mpimg
+        import matplotlib.pyplot as plt
+
+        if not settings:
+            raise ValueError("a snapshot needs at least one setting, e.g. [{'t0': 300}, {'t0': 600}]")
+        checked = [self._checked(dict(s)) for s in settings]  # every setting checked before any drawing
+        pngs = [mpimg.imread(io.BytesIO(figure_png(self.draw(**v), dpi=self.dpi))) for v in checked]
+        labels = [_describe({k: v[k] for k in s} if s else v) for s, v in zip(settings, checked)]
+        width = max(p.shape[1] for p in pngs) / self.dpi
+        heights = [p.shape[0] / self.dpi + 0.3 for p in pngs]
+        fig, axes = plt.subplots(
+            len(pngs),
+            1,
+            figsize=(width, sum(heights) + (0.4 if title else 0)),
+            squeeze=False,
+            gridspec_kw={"height_ratios": heights},
+        )
+        for ax, png, label in zip(axes[:, 0], pngs, labels):
+            ax.imshow(png)
+            ax.set_title(label, fontsize=10, loc="left", fontweight="bold")
+            ax.axis("off")
+        if title:
+            fig.suptitle(title, fontsize=12)
+        fig.tight_layout()
+        return fig
 
 
 def control(draw: Draw, sliders: dict[str, w.ValueWidget], *, dpi: int = 80) -> Control:
@@ -175,6 +227,54 @@ def reconstruction_control(explorer: ReconstructionExplorer, *, n_show: int = 6)
             "S_gen": _int_slider(6, 2, 100, 2, "S_gen"),
         },
     )
+
+
+class EtaExplorer:
+    """Generation with the generalized step (Eq. 5) from fixed ``x_t`` at time ``t`` in ``S`` steps, for any
+    ``eta`` (the noise scale sigma_t(eta); 0 is DDIM, Eq. 13) and seed of the fresh noise z. Cached per (eta, seed);
+    the eta = 0 generation is the reference that :meth:`distance` measures from."""
+
+    def __init__(self, model: DiffusionModel, x_t: torch.Tensor, t: int, *, S: int = 20, clip_x0: bool = False):
+        model.schedule.check_t0(t)
+        self.model, self.x_t, self.t, self.S, self.clip_x0 = model, x_t.to(model.device), t, S, clip_x0
+        self._cache: dict[tuple[float, int], torch.Tensor] = {}
+
+    def __call__(self, eta: float, seed: int = 0) -> torch.Tensor:
+        key = (round(float(eta), 6), int(seed)) if eta > 0 else (0.0, 0)  # eta = 0 draws no noise: one result
+        if key not in self._cache:
+            g = torch.Generator().manual_seed(key[1])
+            with torch.no_grad():
+                x = ddim_generate(
+                    self.model,
+                    self.x_t,
+                    self.model.schedule,
+                    self.t,
+                    self.S,
+                    eta=key[0],
+                    clip_x0=self.clip_x0,
+                    generator=g,
+                )
+            self._cache[key] = x.clamp(-1, 1)
+        return self._cache[key]
+
+    def distance(self, eta: float, seed: int = 0) -> float:
+        """Mean |x(eta, seed) - x(eta = 0)| in [0, 1] pixel units: how far the fresh noise moved the images."""
+        return ((self(eta, seed) - self(0.0)).abs() / 2).mean().item()
+
+
+def eta_control(explorer: EtaExplorer, *, sources=None) -> Control:
+    """eta and seed sliders for :class:`EtaExplorer`: eta = 0 is DDIM (every seed alike); as eta grows the fresh
+    noise sigma_t(eta) z of Eq. 5 moves the images further from the DDIM ones (the distance in the title)."""
+
+    def draw(eta: float, seed: int):
+        rows = {} if sources is None else {"source": sources}
+        rows["eta = 0 (DDIM)"] = explorer(0.0)
+        rows[f"eta = {eta:.1f}, seed {seed}"] = explorer(eta, seed)
+        return show_images(
+            rows, title=f"eta = {eta:.1f}, seed = {seed}: mean |x - x_DDIM| = {explorer.distance(eta, seed):.3f}"
+        )
+
+    return control(draw, {"eta": _float_slider(0.5, 0.0, 1.0, 0.1, "eta"), "seed": _int_slider(0, 0, 9, 1, "seed")})
 
 
 @dataclass

@@ -237,6 +237,48 @@ def test_save_load_and_resume(base, images, tmp_path):
         load_finetuned(tmp_path / "angry", small_model(seed=1))
 
 
+def test_the_global_clip_loss_option_trains_with_eq8_and_keeps_the_default_key(base, images):
+    from dclip.finetune import finetune_key
+
+    clip = FakeCLIP()
+    lat = precompute_latents(base, images, 300, 4, cache_dir=None, progress=False)
+    cfg = FinetuneConfig("tanned face", "face", t0=300, S_gen=3, lr=1e-3, epochs=2, batch_size=2)
+    glob = dataclasses.replace(cfg, clip_loss="global")
+    with torch.no_grad():
+        x = ddim_generate(base, lat.x_t0, base.schedule, 300, 3)
+        d_t = text_direction(clip, cfg.target, cfg.reference)
+        loss, terms = objective(clip, x, lat.x0, d_t, glob, None)
+        eq8 = global_clip_loss(clip, x, "tanned face") + identity_loss(x, lat.x0, 0.3, 0.0, None)
+    assert loss.item() == pytest.approx(eq8.item(), rel=1e-6)
+    assert terms["direction"] == pytest.approx(global_clip_loss(clip, x, "tanned face").item(), rel=1e-6)
+    assert objective(clip, x, lat.x0, d_t, cfg, None)[0].item() != pytest.approx(loss.item())  # Eq. 9 by default
+    # trained with Eq. 8, the global loss falls; the default's repr and cache key are those without the option
+    result = finetune(base, clip, lat, glob, progress=False)
+    assert _objective_on(result.model, lat, glob, clip) < _objective_on(base, lat, glob, clip) - 0.02
+    assert "clip_loss" not in repr(cfg) and repr(glob).endswith(", clip_loss='global')")
+    assert finetune_key(base, clip, lat, cfg) != finetune_key(base, clip, lat, glob)
+    plain = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "clip_loss"}
+    import hashlib
+    import json
+
+    from dclip import __version__
+    from dclip.cache import tensor_checksum
+    from dclip.finetune import fingerprint as fp
+
+    parts = {
+        "base": fp(base),
+        "clip": clip.cache_name,
+        "latents": [lat.t0, lat.S_for, tensor_checksum({"x0": lat.x0, "x_t0": lat.x_t0})],
+        "config": plain,
+        "identity": "unused",
+        "dclip": __version__,
+    }
+    before = hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert finetune_key(base, clip, lat, cfg) == before  # the caches stored before the option are still found
+    with pytest.raises(ValueError, match="clip_loss='local'"):
+        FinetuneConfig("a", "b", t0=300, clip_loss="local")
+
+
 def test_bad_settings_are_clear_errors(base, images):
     lat = precompute_latents(base, images, 300, 2, cache_dir=None, progress=False)
     with pytest.raises(ValueError, match="t0=300 but the config asks t0=400"):

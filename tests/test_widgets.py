@@ -17,6 +17,7 @@ from dclip.editing import manipulate, to_pretrained_domain
 from dclip.widgets import (
     CombinationExplorer,
     EditExplorer,
+    EtaExplorer,
     NoisingExplorer,
     ReconstructionExplorer,
     StochasticEditExplorer,
@@ -25,6 +26,7 @@ from dclip.widgets import (
     combination_control,
     control,
     edit_t0_control,
+    eta_control,
     noising_control,
     reconstruction_control,
     stochastic_edit_control,
@@ -178,3 +180,73 @@ def test_stochastic_edit_explorer_eta_zero_is_deterministic_and_eta_one_follows_
     assert not torch.allclose(explorer(1.0, 3), explorer(1.0, 4))
     ctl = stochastic_edit_control(explorer)
     assert set(ctl.sliders) == {"eta", "seed"} and ctl.redraws == 1
+
+
+def _level_control():
+    """A control whose figure is one grey square of brightness t (and a second slider that only darkens)."""
+    calls = []
+
+    def draw(t: int, dim: float):
+        calls.append((t, dim))
+        fig, ax = plt.subplots(figsize=(1, 1))
+        ax.imshow(torch.full((4, 4), t * (1 - dim)).numpy(), vmin=0, vmax=10, cmap="gray")
+        ax.axis("off")
+        return fig
+
+    return control(draw, {"t": w.IntSlider(2, 0, 10), "dim": w.FloatSlider(0.0, min=0.0, max=0.5)}), calls
+
+
+def test_snapshot_tiles_one_labelled_panel_per_setting_and_keeps_the_sliders():
+    c, calls = _level_control()
+    open_before = set(plt.get_fignums())
+    fig = c.snapshot([{"t": 0}, {"t": 5}, {"t": 10, "dim": 0.5}, {}], title="brightness")
+    assert len(fig.axes) == 4
+    labels = [ax.get_title(loc="left") for ax in fig.axes]
+    assert labels == ["t = 0", "t = 5", "t = 10, dim = 0.50", "t = 2, dim = 0.00"]
+    assert fig._suptitle.get_text() == "brightness"
+    # settings missing a slider take its current value; the sliders themselves do not move
+    assert calls[1:] == [(0, 0.0), (5, 0.0), (10, 0.5), (2, 0.0)]
+    assert c.values() == {"t": 2, "dim": 0.0} and c.redraws == 1
+    # each panel is the control's own figure at that setting: brightness grows with t (centre pixel, 0..1)
+    centre = [
+        float(
+            ax.images[0].get_array()[ax.images[0].get_array().shape[0] // 2, ax.images[0].get_array().shape[1] // 2, 0]
+        )
+        for ax in fig.axes
+    ]
+    assert centre[0] < 0.05 and 0.4 < centre[1] < 0.6 and 0.4 < centre[2] < 0.6 and 0.15 < centre[3] < 0.25
+    assert set(plt.get_fignums()) - open_before == {fig.number}  # the panels' own figures were closed
+    plt.close(fig)
+
+
+def test_snapshot_rejects_unknown_sliders_and_values_off_the_range():
+    c, calls = _level_control()
+    with pytest.raises(ValueError, match=r"no slider named \['t0'\]; the sliders are \['t', 'dim'\]"):
+        c.snapshot([{"t": 3}, {"t0": 300}])
+    with pytest.raises(ValueError, match=r"t = 11 is outside the slider's range \[0, 10\]"):
+        c.snapshot([{"t": 11}])
+    with pytest.raises(ValueError, match=r"dim = -0.1 is outside the slider's range"):
+        c.snapshot([{"dim": -0.1}])
+    with pytest.raises(ValueError, match="at least one setting"):
+        c.snapshot([])
+    assert len(calls) == 1  # nothing was drawn for a bad list: every setting is checked first
+
+
+def test_eta_explorer_is_eq5_with_sigma_eta_and_a_seeded_z(base, images):
+    x_t = ddim_invert(base, images, base.schedule, 300, 4)
+    explorer = EtaExplorer(base, x_t, 300, S=3)
+    ddim = ddim_generate(base, x_t, base.schedule, 300, 3).clamp(-1, 1)
+    assert torch.allclose(explorer(0.0), ddim, atol=1e-6) and torch.equal(explorer(0.0, 7), explorer(0.0, 0))
+    g = torch.Generator().manual_seed(2)
+    expected = ddim_generate(base, x_t, base.schedule, 300, 3, eta=1.0, generator=g).clamp(-1, 1)
+    assert torch.allclose(explorer(1.0, 2), expected, atol=1e-6)
+    assert not torch.allclose(explorer(1.0, 2), explorer(1.0, 3))
+    assert explorer(0.3 + 1e-12, 1) is explorer(0.3, 1)  # a slider's 0.30000000000000004 hits the cache
+    assert explorer.distance(0.0) == 0.0
+    near, far = explorer.distance(0.2, 0), explorer.distance(1.0, 0)
+    assert 0 < near < far  # more fresh noise, further from the DDIM images
+    ctl = eta_control(explorer, sources=images)
+    assert set(ctl.sliders) == {"eta", "seed"} and ctl.redraws == 1 and ctl.sliders["eta"].max == 1.0
+    fig = ctl.snapshot([{"eta": 0.0}, {"eta": 1.0, "seed": 2}])
+    assert [ax.get_title(loc="left") for ax in fig.axes] == ["eta = 0.00", "eta = 1.00, seed = 2"]
+    plt.close(fig)
