@@ -120,6 +120,7 @@ def test_reconstruction_explorer_inverts_once_per_t0_and_s_for(base, images):
     assert list(explorer._latents) == [(300, 4)]
     ctl = reconstruction_control(explorer, n_show=2)
     assert set(ctl.sliders) == {"t0", "S_for", "S_gen"} and ctl.redraws == 1
+    assert ctl.sliders["S_for"].max == ctl.sliders["S_gen"].max == 200  # (6, 200) and (200, 6), as chapter 03 asks
 
 
 def test_edit_explorer_is_alg3_at_each_t0(base, tuned, images):
