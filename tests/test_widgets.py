@@ -209,12 +209,8 @@ def test_snapshot_tiles_one_labelled_panel_per_setting_and_keeps_the_sliders():
     assert calls[1:] == [(0, 0.0), (5, 0.0), (10, 0.5), (2, 0.0)]
     assert c.values() == {"t": 2, "dim": 0.0} and c.redraws == 1
     # each panel is the control's own figure at that setting: brightness grows with t (centre pixel, 0..1)
-    centre = [
-        float(
-            ax.images[0].get_array()[ax.images[0].get_array().shape[0] // 2, ax.images[0].get_array().shape[1] // 2, 0]
-        )
-        for ax in fig.axes
-    ]
+    panels = [ax.images[0].get_array() for ax in fig.axes]  # each panel: the control's PNG, RGBA in [0, 1]
+    centre = [float(p[p.shape[0] // 2, p.shape[1] // 2, 0]) for p in panels]
     assert centre[0] < 0.05 and 0.4 < centre[1] < 0.6 and 0.4 < centre[2] < 0.6 and 0.15 < centre[3] < 0.25
     assert set(plt.get_fignums()) - open_before == {fig.number}  # the panels' own figures were closed
     plt.close(fig)
