@@ -224,7 +224,7 @@ def reconstruction_control(explorer: ReconstructionExplorer, *, n_show: int = 6)
         {
             "t0": _t0_slider(explorer.model.schedule),
             "S_for": _int_slider(40, 2, 200, 2, "S_for"),
-            "S_gen": _int_slider(6, 2, 100, 2, "S_gen"),
+            "S_gen": _int_slider(6, 2, 200, 2, "S_gen"),
         },
     )
 

@@ -120,6 +120,7 @@ def test_reconstruction_explorer_inverts_once_per_t0_and_s_for(base, images):
     assert list(explorer._latents) == [(300, 4)]
     ctl = reconstruction_control(explorer, n_show=2)
     assert set(ctl.sliders) == {"t0", "S_for", "S_gen"} and ctl.redraws == 1
+    assert ctl.sliders["S_for"].max == ctl.sliders["S_gen"].max == 200  # (6, 200) and (200, 6), as chapter 03 asks
 
 
 def test_edit_explorer_is_alg3_at_each_t0(base, tuned, images):
@@ -208,12 +209,8 @@ def test_snapshot_tiles_one_labelled_panel_per_setting_and_keeps_the_sliders():
     assert calls[1:] == [(0, 0.0), (5, 0.0), (10, 0.5), (2, 0.0)]
     assert c.values() == {"t": 2, "dim": 0.0} and c.redraws == 1
     # each panel is the control's own figure at that setting: brightness grows with t (centre pixel, 0..1)
-    centre = [
-        float(
-            ax.images[0].get_array()[ax.images[0].get_array().shape[0] // 2, ax.images[0].get_array().shape[1] // 2, 0]
-        )
-        for ax in fig.axes
-    ]
+    panels = [ax.images[0].get_array() for ax in fig.axes]  # each panel: the control's PNG, RGBA in [0, 1]
+    centre = [float(p[p.shape[0] // 2, p.shape[1] // 2, 0]) for p in panels]
     assert centre[0] < 0.05 and 0.4 < centre[1] < 0.6 and 0.4 < centre[2] < 0.6 and 0.15 < centre[3] < 0.25
     assert set(plt.get_fignums()) - open_before == {fig.number}  # the panels' own figures were closed
     plt.close(fig)
