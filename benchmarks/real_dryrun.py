@@ -183,10 +183,11 @@ def main(argv: list[str] | None = None) -> None:
         owner = a.world if isinstance(entry["settings"], dict) else entry["settings"]
         table = json.loads(COSTS_FILE.read_text()) if COSTS_FILE.exists() else {"worlds": {}}
         measured = a.world == owner  # the world's own models ran: its seconds mean something (smoke-full's do not)
-        table["worlds"][owner] = {
-            k: {"evals": r["evals"], **({"seconds": round(r["seconds"])} if measured else {})}
-            for k, r in sorted(rows.items())
-        }
+        stored = table["worlds"].setdefault(owner, {})  # --chapters: only their rows change
+        stored.update(
+            {k: {"evals": r["evals"], **({"seconds": round(r["seconds"])} if measured else {})} for k, r in rows.items()}
+        )
+        table["worlds"][owner] = dict(sorted(stored.items()))
         if measured:
             table.setdefault("devices", {})[owner] = device_name()
         if owner == "celeba-hq":
