@@ -184,9 +184,8 @@ def main(argv: list[str] | None = None) -> None:
         table = json.loads(COSTS_FILE.read_text()) if COSTS_FILE.exists() else {"worlds": {}}
         measured = a.world == owner  # the world's own models ran: its seconds mean something (smoke-full's do not)
         stored = table["worlds"].setdefault(owner, {})  # --chapters: only their rows change
-        stored.update(
-            {k: {"evals": r["evals"], **({"seconds": round(r["seconds"])} if measured else {})} for k, r in rows.items()}
-        )
+        for k, r in rows.items():
+            stored[k] = {"evals": r["evals"], **({"seconds": round(r["seconds"])} if measured else {})}
         table["worlds"][owner] = dict(sorted(stored.items()))
         if measured:
             table.setdefault("devices", {})[owner] = device_name()
