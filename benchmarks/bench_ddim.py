@@ -20,7 +20,7 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler, UNet2DModel
 from dclip.ddim import ddim_generate, ddim_invert
 from dclip.models import DIFFUSION_MODELS
 from dclip.schedule import Schedule
-from dclip.tinyworld.train import load_config
+from dclip.tinyworld.zoo import load_config
 
 SCHED = dict(
     num_train_timesteps=1000,

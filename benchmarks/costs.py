@@ -27,11 +27,11 @@ from diffusers import UNet2DModel
 
 from dclip.ddim import ddim_generate, ddim_invert
 from dclip.finetune import FinetuneConfig, Latents, finetune
-from dclip.losses import lowpass_identity
 from dclip.models import DIFFUSION_MODELS, DiffusionModel
 from dclip.profiling import measure
 from dclip.schedule import Schedule
-from dclip.tinyworld.train import load_config
+from dclip.tinyworld.identity import lowpass_identity
+from dclip.tinyworld.zoo import load_config
 
 
 class RandomCLIP:

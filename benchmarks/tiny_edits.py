@@ -24,9 +24,10 @@ import torch
 import dclip
 from dclip.editing import manipulate
 from dclip.finetune import FinetuneConfig, finetune, precompute_latents
-from dclip.losses import directional_similarity, lowpass_identity, text_direction
+from dclip.losses import directional_similarity, text_direction
 from dclip.tinyworld.faceid import faceid_identity
 from dclip.tinyworld.faces import ATTRIBUTES, make_faces
+from dclip.tinyworld.identity import lowpass_identity
 from dclip.tinyworld.judge import RECIPE_TARGETS as EXPECTED
 from dclip.tinyworld.judge import judge_edit, judge_faces, load_judge
 

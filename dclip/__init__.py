@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
-
 #: Each public name and the module that defines it.
 _HOMES = {
     "CLIP": "dclip.clip",
@@ -31,7 +29,7 @@ _HOMES = {
     "save_images": "dclip.images",
     "to_pil": "dclip.images",
     "DiffusionModel": "dclip.models",
-    "ModelNotAvailableError": "dclip.models",
+    "ModelNotAvailableError": "dclip.hub",
     "load_diffusion": "dclip.models",
     "mix_noise_predictors": "dclip.noise_combination",
     "transition_gammas": "dclip.noise_combination",
@@ -49,7 +47,12 @@ __all__ = sorted(_HOMES, key=str.lower)
 
 
 def __getattr__(name: str) -> object:
-    """A public name from its module (:data:`_HOMES`), or a submodule (``dclip.exercises``), imported on first use."""
+    """A public name from its module (:data:`_HOMES`), or a submodule (``dclip.exercises``), imported on first use;
+    ``__version__`` is the installed package's (:func:`dclip.version.package_version`)."""
+    if name == "__version__":
+        from dclip.version import package_version
+
+        return package_version()
     if name in _HOMES:
         value = getattr(importlib.import_module(_HOMES[name]), name)
         globals()[name] = value

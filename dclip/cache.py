@@ -145,14 +145,14 @@ def save_tensors_atomic(
     Raises ``ValueError`` (and writes nothing) when a tensor holds NaN or inf: non-finite results are never cached."""
     from safetensors.torch import save_file
 
-    from dclip import __version__
+    from dclip.version import package_version
 
     path = Path(path)
     bad = _nonfinite(tensors)
     if bad:
         raise ValueError(f"not writing {path}: {', '.join(bad)} hold non-finite values (NaN or inf)")
     data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    meta = {**{k: str(v) for k, v in (metadata or {}).items()}, "dclip": __version__}
+    meta = {**{k: str(v) for k, v in (metadata or {}).items()}, "dclip": package_version()}
     meta["checksum"] = tensor_checksum(data)
     atomic_write(path, lambda tmp: save_file(data, str(tmp), metadata=meta))
     if cache_root().resolve() in path.resolve().parents:
@@ -208,9 +208,9 @@ def load_checked(
         return _stale(path, f"cannot be read ({type(e).__name__}: {e})")
     if meta.get("checksum") != tensor_checksum(tensors):
         return _stale(path, "does not match its checksum (truncated, altered or not written by dclip)")
-    from dclip import __version__
+    from dclip.version import package_version
 
-    for key, value in {"dclip": __version__, **(expect or {})}.items():
+    for key, value in {"dclip": package_version(), **(expect or {})}.items():
         if meta.get(key) != str(value):
             return _stale(path, f"holds {key}={meta.get(key)!r} where {str(value)!r} was asked")
     bad = _nonfinite(tensors)

@@ -12,15 +12,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dclip.models import ModelNotAvailableError, default_device, hub_cache, offline_unless_reachable, plugin
+from dclip import registry
+from dclip.device import default_device
+from dclip.hub import ModelNotAvailableError, hub_cache, offline_unless_reachable, offline_way_out
 
 #: Short names: (open_clip architecture, pretrained tag). The -quickgelu configs match OpenAI's activation.
 CLIP_MODELS: dict[str, tuple[str, str | None]] = {
     "ViT-B-16": ("ViT-B-16-quickgelu", "openai"),
     "ViT-B-32": ("ViT-B-32-quickgelu", "openai"),
 }
-#: CLIPs defined above the zoo: name -> a function giving (open_clip config folder, weights file).
-CLIP_PLUGINS: dict[str, str] = {"tinyclip": "dclip.tinyworld.zoo:tinyclip_files"}
 
 
 class CLIP(nn.Module):
@@ -86,17 +86,20 @@ class CLIP(nn.Module):
         return self.encode_image(x)
 
 
-def load_clip(name: str = "tinyclip", device: str | torch.device | None = None, pretrained: str | None = None) -> CLIP:
-    """A CLIP by name: ``ViT-B-16``/``ViT-B-32`` (OpenAI weights), ``tinyclip`` (the tiny world's), any open_clip
-    architecture or ``hf-hub:`` name, with ``pretrained`` a tag or a local weights file.
+def load_clip(name: str | None = None, device: str | torch.device | None = None, pretrained: str | None = None) -> CLIP:
+    """A CLIP by name: ``ViT-B-16``/``ViT-B-32`` (OpenAI weights), a plug-in's CLIP (``registry.table("clip")``,
+    each a ``"module:function"`` giving its open_clip config folder and weights file), any open_clip architecture or
+    ``hf-hub:`` name, with ``pretrained`` a tag or a local weights file; None: the offline world's CLIP.
 
-    Raises :class:`dclip.models.ModelNotAvailableError` when weights are neither cached nor downloadable.
+    Raises :class:`dclip.hub.ModelNotAvailableError` when weights are neither cached nor downloadable.
     """
     import open_clip
 
+    name = registry.offline_world()[1]["clip"] if name is None else name
     arch, tag = CLIP_MODELS.get(name, (name, None))
-    if name in CLIP_PLUGINS:
-        configs, weights = plugin(CLIP_PLUGINS[name])()
+    plugins = registry.table("clip")
+    if name in plugins:
+        configs, weights = registry.resolve(plugins[name])()
         if name not in open_clip.list_models():
             open_clip.add_model_config(configs)
         tag = str(weights)
@@ -130,8 +133,8 @@ def load_clip(name: str = "tinyclip", device: str | torch.device | None = None, 
         raise ModelNotAvailableError(
             f"cannot load CLIP {name!r} ({arch}, pretrained={tag!r}): the weights are not in the cache "
             f"({hub_cache()}) and the hub cannot be reached ({type(e).__name__}). To fix: download them on a machine "
-            f"with internet and copy the cache, pass a local weights file with pretrained=PATH, or use the "
-            f"offline tiny world: load_clip('tinyclip'), or set DCLIP_WORLD=tiny."
+            f"with internet and copy the cache, pass a local weights file with pretrained=PATH, or use "
+            f"{offline_way_out('load_clip', 'clip')}."
         ) from e
     model.eval().requires_grad_(False)
     clip = CLIP(model, open_clip.get_tokenizer(name if name.startswith("hf-hub:") else arch), name)

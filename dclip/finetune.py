@@ -479,7 +479,7 @@ def finetune_key(
 ) -> str:
     """The cache key of a fine-tuning run: everything its result depends on, i.e. the base and CLIP weights, the
     latents, the settings, the identity term (when ``lambda_id > 0``) and the package version."""
-    from dclip import __version__
+    from dclip.version import package_version
 
     parts = {
         "base": fingerprint(model),
@@ -487,7 +487,7 @@ def finetune_key(
         "latents": [latents.t0, latents.S_for, tensor_checksum({"x0": latents.x0, "x_t0": latents.x_t0})],
         "config": {k: v for k, v in asdict(cfg).items() if k != "clip_loss" or v != "direction"},  # keys as before
         "identity": _describe(identity) if cfg.lambda_id > 0 else "unused",
-        "dclip": __version__,
+        "dclip": package_version(),
     }
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

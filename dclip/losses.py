@@ -122,7 +122,8 @@ def identity_loss(
     """Identity loss (Eq. 11): ``lambda_L1 |x0 - x_gen| + lambda_face L_face(x_gen, x0)``.
 
     The L1 term is the mean absolute difference per image. A ``lambda_face > 0`` needs an identity term
-    ``face`` (:func:`dclip.identity.arcface_identity` on real faces, :func:`lowpass_identity` in the tiny world).
+    ``face`` (:func:`dclip.identity.arcface_identity` on real faces, a world's ``identity``; the registered ones
+    are ``dclip.registry.table("identity")``).
     """
     if x_gen.shape != x0.shape:
         raise ValueError(f"x_gen {tuple(x_gen.shape)} and x0 {tuple(x0.shape)} must have the same shape")
@@ -131,15 +132,7 @@ def identity_loss(
         if face is None:
             raise ValueError(
                 "lambda_ID > 0 needs an identity term: pass face=dclip.identity.arcface_identity() for real faces or "
-                "face=lowpass_identity for the tiny world, or set lambda_ID = 0"
+                "face=world.identity (the registered ones: dclip.registry.table('identity')), or set lambda_ID = 0"
             )
         loss = loss + lambda_face * face(x_gen, x0)
     return _reduce(loss, reduction)
-
-
-def lowpass_identity(x_gen: torch.Tensor, x0: torch.Tensor, size: int = 16) -> torch.Tensor:
-    """The tiny world's STAND-IN for a face-recognition identity loss: mean squared difference of the images
-    average-pooled to ``size`` x ``size`` (16 x 16 of a 32 x 32 face keeps regions such as a beard, not strokes
-    such as brows). A tiny face's identity is its position, size, shape, colours and background, which this
-    keeps; it uses neither the guiding CLIP nor the judge. Returns (N,)."""
-    return (F.adaptive_avg_pool2d(x_gen, size) - F.adaptive_avg_pool2d(x0, size)).square().flatten(1).mean(1)

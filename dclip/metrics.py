@@ -39,7 +39,7 @@ def lpips_model(device: str | torch.device = "cpu"):
     neither in the torch hub cache nor downloadable, rather than computing it with random weights."""
     import lpips
 
-    from dclip.models import hub_reachable
+    from dclip.hub import hub_reachable
 
     cached = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
     if not cached.exists() and not hub_reachable("download.pytorch.org"):
@@ -73,7 +73,7 @@ def identity_similarity(x_gen: torch.Tensor, x0: torch.Tensor, face=None) -> flo
     """Identity similarity of edits to their sources, higher is closer (1 = same).
 
     With ``face`` (an identity term from :func:`dclip.identity.arcface_identity`, ``1 - cos`` of face embeddings):
-    the mean cosine similarity, as the paper's ID metric. Without it, the tiny world's documented STAND-IN:
+    the mean cosine similarity, as the paper's ID metric. Without it, a documented STAND-IN for small faces:
     the cosine similarity of the mean-centred 8 x 8 low-pass images (position, size, shape, background).
     """
     if x_gen.shape != x0.shape:

@@ -3,7 +3,8 @@
 Training images need no dataset download: the N images of Alg. 1 are samples of the pretrained DDPM itself
 (seeded, x0 clipped, cached on disk), which are in-domain by construction; test images are other samples
 (disjoint seeds) or the user's own photos (:meth:`RealWorld.photos`). The smoke world runs exactly this code on a
-small random UNet of the same architecture at 32x32 with the tiny CLIP, so CI executes every chapter's real path.
+small random UNet of the same architecture at 32x32 with the offline world's CLIP, so CI executes every chapter's
+real path.
 """
 
 from __future__ import annotations
@@ -207,8 +208,8 @@ class RealWorld(World):
 
 class SmokeWorld(RealWorld):
     """The real world's code on a small random UNet of the real architecture (``smoke-celeba-hq``, 32x32) with the
-    tiny CLIP and a small random face recognizer: every chapter's real path, fast enough for CI. Its images are
-    noise-like samples and its numbers mean nothing; it exists to run the plumbing."""
+    offline world's CLIP and a small random face recognizer: every chapter's real path, fast enough for CI. Its
+    images are noise-like samples and its numbers mean nothing; it exists to run the plumbing."""
 
     @property
     def domain(self) -> str:

@@ -1,4 +1,5 @@
-"""Editing recipes as data: the paper's Table 5 and the tiny world's (``configs/recipes.json``).
+"""Editing recipes as data: the paper's Table 5 (``configs/recipes.json``) and the plug-ins' recipe groups, all in
+:mod:`dclip.registry`.
 
 A recipe names the target and reference texts (Eq. 9), the return step t0 and the identity weights
 lambda_L1 and lambda_ID (Eq. 11) of one edit: ``get_recipe("celeba-hq", "angry")``.
@@ -6,11 +7,9 @@ lambda_L1 and lambda_ID (Eq. 11) of one edit: ``get_recipe("celeba-hq", "angry")
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-_DATA = json.loads((Path(__file__).parent / "configs" / "recipes.json").read_text())
+from dclip import registry
 
 
 @dataclass(frozen=True)
@@ -28,19 +27,23 @@ class Recipe:
         return asdict(self)
 
 
-def _load(group: str) -> list[Recipe]:
-    return [Recipe(*row) for row in _DATA[group]]
+def recipe_group(group: str) -> list[Recipe]:
+    """The recipes of one registered group (``"paper"``: Table 5; a plug-in's by its name)."""
+    return [Recipe(*row) for row in registry.table("recipes")[group]]
 
 
-PAPER_RECIPES: list[Recipe] = _load("paper")
-TINY_RECIPES: list[Recipe] = _load("tiny")
-RECIPES: list[Recipe] = PAPER_RECIPES + TINY_RECIPES
+PAPER_RECIPES: list[Recipe] = recipe_group("paper")
+
+
+def all_recipes() -> list[Recipe]:
+    """Every registered recipe, group by group."""
+    return [r for group in registry.table("recipes") for r in recipe_group(group)]
 
 
 def recipes_for(model: str) -> list[Recipe]:
     """All recipes of a model (``celeba-hq-sdedit`` shares the ``celeba-hq`` ones)."""
     base = "celeba-hq" if model == "celeba-hq-sdedit" else model
-    return [r for r in RECIPES if r.model == base]
+    return [r for r in all_recipes() if r.model == base]
 
 
 def get_recipe(model: str, name: str) -> Recipe:

@@ -1,37 +1,39 @@
 """Worlds: everything a chapter needs from its setting, behind one API.
 
-world = dclip.world()                      # $DCLIP_WORLD (or $DCLIP_PROFILE), else real on a CUDA GPU, else tiny
+world = dclip.world()                      # $DCLIP_WORLD (or $DCLIP_PROFILE), else real on a CUDA GPU, else offline
 world.model, world.clip                    # eps_theta and the CLIP that guides it
 world.training_images()                    # the N images whose latents Alg. 1 starts from
 world.test_images(8)                       # held-out inputs, never the training images
 world.identity                             # the identity term of Eq. 11, or None (world.identity_note says why)
 world.evaluate(source, edited, "angry")    # every metric this world can measure; world.unmeasured() the rest
 
-A world is named in ``configs/worlds.json`` (its class as ``"module:Class"`` and its settings, as data), so this
-module imports no world: the tiny world lives in :mod:`dclip.tinyworld`, the real one in :mod:`dclip.realworld`.
+A world is an entry of :mod:`dclip.registry` (its class as ``"module:Class"`` and its settings, as data: the core's
+``configs/worlds.json`` and the plug-ins'), so this module imports no world: the real one lives in
+:mod:`dclip.realworld`, a plug-in's in its own subpackage.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 import torch
 
+from dclip import registry
 from dclip.clip import CLIP, load_clip
+from dclip.device import default_device
 from dclip.losses import IdentityTerm
-from dclip.models import DiffusionModel, load_diffusion, plugin
+from dclip.models import DiffusionModel, load_diffusion
 from dclip.recipes import Recipe, get_recipe, recipes_for
 from dclip.schedule import check_int
 
-WORLDS: dict[str, dict] = json.loads((Path(__file__).parent / "configs" / "worlds.json").read_text())
+#: Every world by name: the core's table and the plug-ins' entries (:func:`dclip.registry.table`).
+WORLDS = registry.table("world")
 ALIASES = {"real": "celeba-hq"}
 
-#: How far past [-1, 1] an edit is clamped without a word: few-step DDIM overshoots (the tiny world's edits reach
+#: How far past [-1, 1] an edit is clamped without a word: few-step DDIM overshoots (the 32x32 faces' edits reach
 #: about -2.3); beyond it the generation was unstable (a warning). An edit with no value below -0.5 and some above 2
 #: is in [0, 255] (refused).
 EDIT_OVERSHOOT = 2.0
@@ -61,7 +63,7 @@ class Settings:
     n_sweep: tuple[tuple[int, int, int], ...] = ()  # (N, epochs, batch size) of chapter 09's study of N
     sample_steps: int = 50  # DDIM steps of a sampled image (worlds whose images are the model's samples)
     table_steps: tuple[int, ...] = (6, 40, 200)  # the S_for and S_gen values of chapter 03's table (the paper's)
-    notes: dict[str, str] = field(default_factory=dict)  # "tiny world vs paper" remarks, by topic
+    notes: dict[str, str] = field(default_factory=dict)  # "this world vs the paper" remarks, by topic
 
     @classmethod
     def from_dict(cls, d: dict) -> Settings:
@@ -106,7 +108,7 @@ class World:
     ):
         self.name, self.diffusion, self.recipe_set, self.clip_name = name, diffusion, recipes, clip
         self.settings, self.settings_name = settings, settings_name or name  # whose settings (for cost tables)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or default_device().type
 
     # --- models ------------------------------------------------------------------------------------------------
     @cached_property
@@ -143,8 +145,8 @@ class World:
         return recipes_for(self.recipe_set)
 
     def recipe(self, name: str) -> Recipe:
-        """The recipe ``name`` of this world's domain (Table 5 or the tiny world's); the chapters use face recipes
-        (angry, red hair, zombie), so they run in the face worlds (tiny, celeba-hq, smoke)."""
+        """The recipe ``name`` of this world's domain (Table 5 or a plug-in's); the chapters use face recipes
+        (angry, red hair, zombie), so they run in the face worlds."""
         return get_recipe(self.recipe_set, name)
 
     def size(self, knob: str) -> int:
@@ -255,7 +257,8 @@ class World:
         return {}
 
     def _judge(self, source: torch.Tensor, edited: torch.Tensor, recipe: str | None) -> dict[str, float]:
-        """Metrics from an independent referee of the edit (the tiny world's judge); none by default."""
+        """Metrics from an independent referee of the edit (a classifier that knows the true attributes); none by
+        default."""
         return {}
 
     def unmeasured(self) -> dict[str, str]:
@@ -274,26 +277,28 @@ def format_scores(scores: dict[str, float], keys: tuple[str, ...] | None = None)
 
 
 def world_names() -> list[str]:
-    """The names :func:`world` takes (worlds.json's keys that start with ``_`` are notes, not worlds)."""
-    return sorted(k for k in WORLDS if not k.startswith("_")) + sorted(ALIASES)
+    """The names :func:`world` takes."""
+    return sorted(WORLDS) + sorted(ALIASES)
 
 
 def _default() -> str:
-    """Real with a CUDA GPU and the real weights cached or the hub reachable, else tiny."""
+    """Real with a CUDA GPU and the real weights cached or the hub reachable, else the offline world."""
+    offline = registry.offline_world()[0]
     if not torch.cuda.is_available():
-        return "tiny"
+        return offline
     from huggingface_hub import try_to_load_from_cache
 
-    from dclip.models import DIFFUSION_MODELS, hub_reachable
+    from dclip.hub import hub_reachable
+    from dclip.models import DIFFUSION_MODELS
 
     real = ALIASES["real"]
     cached = try_to_load_from_cache(DIFFUSION_MODELS[WORLDS[real]["diffusion"]]["repo"], "config.json")
-    return real if isinstance(cached, str) or hub_reachable() else "tiny"
+    return real if isinstance(cached, str) or hub_reachable() else offline
 
 
 def world_name(name: str | None = None) -> str:
     """The name of the world :func:`world` would build, without loading anything: ``name``, else ``$DCLIP_WORLD``
-    (or ``$DCLIP_PROFILE``), else real on a CUDA GPU with reachable or cached weights, else tiny."""
+    (or ``$DCLIP_PROFILE``), else real on a CUDA GPU with reachable or cached weights, else the offline world."""
     source = "name"
     if not name:
         source = "DCLIP_WORLD" if os.environ.get("DCLIP_WORLD") else "DCLIP_PROFILE"
@@ -309,15 +314,16 @@ def world_name(name: str | None = None) -> str:
 
 def world(name: str | None = None, *, device: str | None = None) -> World:
     """The world to run: ``name``, else ``$DCLIP_WORLD`` (or ``$DCLIP_PROFILE``), else the real CelebA-HQ world on a
-    CUDA GPU with reachable or cached weights, else the tiny world. Names: :func:`world_names`."""
+    CUDA GPU with reachable or cached weights, else the offline world (:func:`dclip.registry.offline_world`).
+    Names: :func:`world_names`."""
     name = world_name(name)
     entry = WORLDS[name]
     owner = name if isinstance(entry["settings"], dict) else entry["settings"]
-    return plugin(entry["class"])(
+    return registry.resolve(entry["class"])(
         name,
         diffusion=entry["diffusion"],
         recipes=entry["recipes"],
-        clip=entry["clip"],
+        clip=entry["clip"] or registry.offline_world()[1]["clip"],
         settings=Settings.from_dict(WORLDS[owner]["settings"]),
         settings_name=owner,
         device=device,

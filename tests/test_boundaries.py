@@ -561,7 +561,7 @@ def test_results_whose_write_fails_are_returned_and_kept_not_thrown_away(base, i
 def test_latents_written_by_another_package_version_are_computed_again(base, images, tmp_path, monkeypatch):
     from dclip.cache import StaleCacheWarning
 
-    monkeypatch.setattr(dclip, "__version__", "0.0.1")
+    monkeypatch.setattr(dclip.version, "package_version", lambda: "0.0.1")
     precompute_latents(base, images, 300, 2, cache_dir=tmp_path, progress=False)
     monkeypatch.undo()
     inversions = _count_calls(monkeypatch, dclip.finetune, "ddim_invert")

@@ -24,8 +24,8 @@ from dclip.finetune import (
     load_finetuned,
     precompute_latents,
 )
-from dclip.losses import lowpass_identity
 from dclip.profiling import measure
+from dclip.tinyworld.identity import lowpass_identity
 
 TESTS = Path(__file__).parent
 
@@ -298,7 +298,7 @@ def test_the_finetune_key_holds_everything_the_result_depends_on(base, images, m
         key(functools.partial(_two_tensors_term, weight=changed)),
     ]
     assert len({reference, *keys}) == 7
-    monkeypatch.setattr(dclip, "__version__", "99.0")
+    monkeypatch.setattr(dclip.version, "package_version", lambda: "99.0")
     assert key(lowpass_identity) != reference  # the package version
 
 

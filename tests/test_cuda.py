@@ -7,9 +7,9 @@ import torch
 import dclip
 from dclip.ddim import ddim_generate, ddim_invert
 from dclip.finetune import FinetuneConfig, autocast_dtype, finetune, fingerprint, precompute_latents
-from dclip.losses import lowpass_identity
 from dclip.profiling import measure
 from dclip.tinyworld.faces import make_faces
+from dclip.tinyworld.identity import lowpass_identity
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")

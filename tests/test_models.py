@@ -7,13 +7,9 @@ import torch
 from diffusers import UNet2DModel
 
 import dclip
-from dclip.models import (
-    DIFFUSION_MODELS,
-    ModelNotAvailableError,
-    ddim_to_diffusers,
-    diffusers_to_ddim,
-    load_diffusion,
-)
+from dclip.convert import ddim_to_diffusers, diffusers_to_ddim
+from dclip.hub import ModelNotAvailableError
+from dclip.models import DIFFUSION_MODELS, load_diffusion
 
 CELEBA = DIFFUSION_MODELS["celeba-hq-sdedit"]["unet"]
 

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 import dclip
-from dclip.recipes import PAPER_RECIPES, TINY_RECIPES
+from dclip.recipes import PAPER_RECIPES, recipe_group
 
 
 def test_recipes_are_the_papers_table5():
@@ -31,9 +31,10 @@ def test_recipes_are_the_papers_table5():
 
 
 def test_tiny_recipes_cover_in_and_out_of_domain_edits():
-    names = {r.name for r in TINY_RECIPES}
+    tiny = recipe_group("tiny")
+    names = {r.name for r in tiny}
     assert {"angry", "red hair", "zombie", "grey hair"} <= names
-    assert all(r.model == "tinyfaces" and 0 < r.t0 < 1000 for r in TINY_RECIPES)
+    assert all(r.model == "tinyfaces" and 0 < r.t0 < 1000 for r in tiny)
 
 
 def test_unknown_recipe_is_a_clear_error():

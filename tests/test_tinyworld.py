@@ -131,7 +131,7 @@ def test_tiny_clip_reads_the_attributes():
 
 @pytest.fixture
 def small(monkeypatch):
-    from dclip.tinyworld.train import load_config
+    from dclip.tinyworld.zoo import load_config
 
     def cfg(name, **train):
         c = load_config(name)

@@ -67,23 +67,9 @@ def contrastive_loss(za: torch.Tensor, zb: torch.Tensor, temperature: float) -> 
 
 def load_faceid(device: str | torch.device = "cpu") -> FaceID:
     """The trained face recognizer from package data."""
-    import json
-    from pathlib import Path
+    from dclip.tinyworld.zoo import load_config, load_trained
 
-    from safetensors.torch import load_file
-
-    here = Path(__file__).parent
-    if not (here / "weights" / "faceid.safetensors").exists():
-        from dclip.models import ModelNotAvailableError
-
-        raise ModelNotAvailableError(
-            f"the face recognizer's weights are missing ({here / 'weights'}); train them with "
-            "`python -m dclip.tinyworld.train faceid`"
-        )
-    cfg = json.loads((here / "configs" / "faceid.json").read_text())
-    net = FaceID(**cfg["model"])
-    net.load_state_dict({k: v.float() for k, v in load_file(str(here / "weights" / "faceid.safetensors")).items()})
-    return net.eval().requires_grad_(False).to(device)
+    return load_trained(FaceID(**load_config("faceid")["model"]), "faceid", device)
 
 
 class FaceIdentity:

@@ -89,22 +89,9 @@ def judge_faces(judge: Judge, images: torch.Tensor, batch_size: int = 256) -> di
 
 def load_judge(device: str | torch.device = "cpu") -> Judge:
     """The trained judge from package data."""
-    import json
-    from pathlib import Path
+    from dclip.tinyworld.zoo import load_config, load_trained
 
-    from safetensors.torch import load_file
-
-    weights = Path(__file__).parent / "weights"
-    if not (weights / "judge.safetensors").exists():
-        from dclip.models import ModelNotAvailableError
-
-        raise ModelNotAvailableError(
-            f"the judge's weights are missing ({weights}); train them with `python -m dclip.tinyworld.train judge`"
-        )
-    cfg = json.loads((Path(__file__).parent / "configs" / "judge.json").read_text())
-    judge = Judge(**cfg["model"])
-    judge.load_state_dict(load_file(str(weights / "judge.safetensors")))
-    return judge.eval().requires_grad_(False).to(device)
+    return load_trained(Judge(**load_config("judge")["model"]), "judge", device)
 
 
 def judge_edit(source: torch.Tensor, edited: torch.Tensor, attribute: str, value: str, judge=None) -> dict[str, float]:

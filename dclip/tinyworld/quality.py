@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from dclip.tinyworld.faces import ATTRIBUTES, OUT_OF_DOMAIN, FaceSet, full_caption, make_faces
+from dclip.tinyworld.zoo import WEIGHTS
 
-WEIGHTS = Path(__file__).parent / "weights"
 FRESH_SEED = 7777  # no training used this seed
 
 

@@ -7,9 +7,10 @@ from functools import cached_property
 
 import torch
 
-from dclip.losses import IdentityTerm, lowpass_identity
+from dclip.losses import IdentityTerm
 from dclip.metrics import segmentation_consistency
 from dclip.tinyworld.faces import ATTRIBUTES, make_faces, make_strokes
+from dclip.tinyworld.identity import lowpass_identity
 from dclip.tinyworld.judge import RECIPE_TARGETS, judge_edit, judge_faces, load_judge
 from dclip.worlds import World
 
