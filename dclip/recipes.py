@@ -32,9 +32,6 @@ def recipe_group(group: str) -> list[Recipe]:
     return [Recipe(*row) for row in registry.table("recipes")[group]]
 
 
-PAPER_RECIPES: list[Recipe] = recipe_group("paper")
-
-
 def all_recipes() -> list[Recipe]:
     """Every registered recipe, group by group."""
     return [r for group in registry.table("recipes") for r in recipe_group(group)]

@@ -4,11 +4,11 @@ import torch
 from PIL import Image
 
 import dclip
-from dclip.recipes import PAPER_RECIPES, recipe_group
+from dclip.recipes import recipe_group
 
 
 def test_recipes_are_the_papers_table5():
-    assert len(PAPER_RECIPES) == 29
+    assert len(recipe_group("paper")) == 29
     angry = dclip.get_recipe("celeba-hq", "angry")
     assert (angry.target, angry.reference, angry.t0, angry.lambda_l1, angry.lambda_id) == (
         "angry face",
@@ -26,7 +26,7 @@ def test_recipes_are_the_papers_table5():
         0,
     )
     assert dclip.get_recipe("church", "golden").t0 == 400 and dclip.get_recipe("afhq-dog", "bear").reference == "dog"
-    assert {r.t0 for r in PAPER_RECIPES} == {300, 400, 500, 600}
+    assert {r.t0 for r in recipe_group("paper")} == {300, 400, 500, 600}
     assert [r.name for r in dclip.recipes_for("bedroom")] == ["blue tone", "wooden", "golden", "palace"]
 
 
