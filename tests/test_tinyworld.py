@@ -142,38 +142,43 @@ def small(monkeypatch):
 
 
 def test_short_ddpm_run_lowers_the_loss_and_resumes(small, tmp_path):
-    from dclip.tinyworld.train import train_ddpm
+    from dclip.tinyworld.train import train
 
     cfg = small("tinyfaces", batch_size=8, warmup=5)
-    first = train_ddpm(cfg, tmp_path / "run", tmp_path / "out", steps=20)
-    card = train_ddpm(cfg, tmp_path / "run", tmp_path / "out", steps=40)  # picks up at step 20
+    first = train("ddpm", cfg, tmp_path / "run", tmp_path / "out", steps=20)
+    card = train("ddpm", cfg, tmp_path / "run", tmp_path / "out", steps=40)  # picks up at step 20
     assert first["steps"] == 20 and card["steps"] == 40
     assert card["loss_end"] < 0.5 * card["loss_start"]
     assert (tmp_path / "out" / "tinyfaces.safetensors").exists()
 
 
 def test_short_judge_run_lowers_the_loss(small, tmp_path):
-    from dclip.tinyworld.train import train_judge
+    from dclip.tinyworld.train import train
 
-    card = train_judge(small("judge", batch_size=16, warmup=5), tmp_path / "run", tmp_path / "out", steps=40)
+    card = train("judge", small("judge", batch_size=16, warmup=5), tmp_path / "run", tmp_path / "out", steps=40)
     assert card["loss_end"] < 0.7 * card["loss_start"]
 
 
 def test_short_clip_run_lowers_the_loss(small, tmp_path):
-    from dclip.tinyworld.train import train_clip
+    from dclip.tinyworld.train import train
 
-    card = train_clip(
-        small("tinyclip", batch_size=32, warmup=5, eval_every=1000), tmp_path / "run", tmp_path / "out", steps=30
+    card = train(
+        "clip",
+        small("tinyclip", batch_size=32, warmup=5, checkpoint_every=1000),
+        tmp_path / "run",
+        tmp_path / "out",
+        steps=30,
     )
     assert card["loss_end"] < card["loss_start"]
 
 
 def test_short_faceid_run_lowers_the_loss(tmp_path):
-    from dclip.tinyworld.train import load_config, train_faceid
+    from dclip.tinyworld.train import train
+    from dclip.tinyworld.zoo import load_config
 
     cfg = load_config("faceid")
     cfg["train"].update(n_identities=256, batch_size=32, warmup=5)
-    card = train_faceid(cfg, tmp_path / "run", tmp_path / "out", steps=40)
+    card = train("faceid", cfg, tmp_path / "run", tmp_path / "out", steps=40)
     assert card["loss_end"] < 0.7 * card["loss_start"]
     assert (tmp_path / "out" / "faceid.safetensors").exists()
 

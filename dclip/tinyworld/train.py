@@ -1,7 +1,11 @@
 """Train the tiny world's models: ``python -m dclip.tinyworld.train ddpm|clip|judge|faceid [--out DIR]``.
 
-Seeded and resumable: a checkpoint is written to ``runs/<model>/`` every few hundred steps and picked
-up on restart. The final weights go to the package's ``weights/`` folder with a JSON card.
+One trainer (:func:`train`) runs every model: its config (``configs/<name>.json``, :data:`zoo.MODELS`) holds the
+architecture and the loop's settings, and a set-up function per model gives the network and its batch loss.
+Seeded and resumable: a model with ``checkpoint_every`` writes a checkpoint to ``runs/<model>/`` that often and
+picks it up on restart. The final weights go to the package's ``weights/`` folder with a JSON card.
+
+Nothing in dclip imports this module: the runtime loads the weights through :mod:`dclip.tinyworld.zoo`.
 """
 
 from __future__ import annotations
@@ -9,25 +13,26 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from dclip.tinyworld.faces import make_faces
-
-CONFIGS = Path(__file__).parent / "configs"
-WEIGHTS = Path(__file__).parent / "weights"
+from dclip.tinyworld.zoo import MODELS, WEIGHTS, load_config
 
 
-def load_config(name: str) -> dict:
-    return json.loads((CONFIGS / f"{name}.json").read_text())
-
-
-def _lr_at(step: int, cfg: dict) -> float:
-    return cfg["lr"] * min(1.0, (step + 1) / cfg["warmup"])
+def _lr_at(step: int, tc: dict) -> float:
+    """The learning rate of ``step``: linear warm-up, then constant, or (``lr_decay: cosine``) a cosine decay."""
+    lr = tc["lr"] * min(1.0, (step + 1) / tc["warmup"])
+    if tc.get("lr_decay") == "cosine":
+        lr = lr * 0.5 * (1 + torch.cos(torch.tensor(step / tc["_steps"] * 3.14159)).item())
+    return lr
 
 
 class _Resumable:
@@ -55,82 +60,230 @@ class _Resumable:
         tmp.replace(self.path)
 
 
-def train_ddpm(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = None) -> dict:
-    """Train the tiny DDPM with Eq. 2 on the in-domain split; EMA weights are what ships."""
+@dataclass
+class Setup:
+    """What one model brings to :func:`train`: the network, its batch loss and what the loop does besides."""
+
+    model: torch.nn.Module
+    batch_loss: Callable[[], torch.Tensor]
+    data_size: int
+    shipped: torch.nn.Module | None = None  # what is exported (the EMA copy); None: the model
+    after_step: Callable[[int], None] = lambda step: None  # after each optimizer step (the EMA update)
+    evaluate: Callable[[], dict[str, float]] | None = None  # at each checkpoint; stops at ``stop_at_accuracy``
+    state: dict[str, tuple[Callable[[], object], Callable[[object], None]]] = field(default_factory=dict)
+    card: Callable[[list[float]], dict] = lambda losses: {}  # card entries beyond the common ones
+
+
+def _setup_ddpm(cfg: dict, gen: torch.Generator) -> Setup:
+    """The tiny DDPM, trained with Eq. 2 on the in-domain split (flipped at random); its EMA weights ship."""
     from diffusers import UNet2DModel
 
     from dclip.ddpm import ddpm_loss
     from dclip.schedule import Schedule
 
     tc = cfg["train"]
-    steps = steps or tc["steps"]
-    torch.manual_seed(tc["seed"])
-    torch.set_num_threads(tc["threads"])
     data = make_faces(tc["n_images"], seed=tc["seed"], split=tc["split"]).images
     schedule = Schedule.linear(**cfg["schedule"])
     model = UNet2DModel(**cfg["unet"])
     ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=0.0)
-    gen = torch.Generator().manual_seed(tc["seed"])
-    ckpt = _Resumable(run_dir)
-    state = ckpt.load()
-    step, elapsed, losses = 0, 0.0, []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        step, elapsed, losses = state["step"], state["elapsed"], state["losses"]
     eps = lambda x, t: model(x, t).sample  # noqa: E731
-    start = time.time() - elapsed
-    bar = tqdm(total=steps, initial=step, desc="tinyfaces DDPM")
-    while step < steps and (time.time() - start) < tc["max_minutes"] * 60:
+
+    def batch_loss() -> torch.Tensor:
         idx = torch.randint(0, data.shape[0], (tc["batch_size"],), generator=gen)
         x0 = data[idx]
         flip = torch.rand(x0.shape[0], generator=gen) < 0.5
         x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, tc)
-        loss = ddpm_loss(eps, x0, schedule, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        return ddpm_loss(eps, x0, schedule, gen)
+
+    def after_step(step: int) -> None:
         decay = min(tc["ema"], (1 + step) / (10 + step))
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.lerp_(pm, 1 - decay)
+
+    return Setup(
+        model,
+        batch_loss,
+        tc["n_images"],
+        shipped=ema,
+        after_step=after_step,
+        state={"ema": (ema.state_dict, ema.load_state_dict)},
+        card=lambda losses: {"final_loss_avg100": round(sum(losses[-100:]) / max(1, len(losses[-100:])), 5)},
+    )
+
+
+def _setup_judge(cfg: dict, gen: torch.Generator) -> Setup:
+    """The judge (attribute classifier + part segmenter), trained on the full split with cross-entropy."""
+    from torch.nn import functional as F
+
+    from dclip.tinyworld.faces import ATTRIBUTES
+    from dclip.tinyworld.judge import Judge
+
+    tc = cfg["train"]
+    data = make_faces(tc["n_images"], seed=tc["seed"], split=tc["split"])
+    model = Judge(**cfg["model"])
+
+    def batch_loss() -> torch.Tensor:
+        idx = torch.randint(0, len(data), (tc["batch_size"],), generator=gen)
+        out = model(_noisy(data.images[idx], tc["noise_std"], gen))
+        return F.cross_entropy(out["parts"], data.parts[idx]) + sum(
+            F.cross_entropy(out[k], data.attributes[k][idx]) for k in ATTRIBUTES
+        )
+
+    return Setup(model, batch_loss, tc["n_images"])
+
+
+def _setup_faceid(cfg: dict, gen: torch.Generator) -> Setup:
+    """The face recognizer, trained contrastively: two photos of an identity (differing in expression, hair colour,
+    clothes and background) are a positive pair, the batch's other identities the negatives
+    (:mod:`dclip.tinyworld.faceid`)."""
+    from dclip.tinyworld.faceid import FaceID, contrastive_loss, identity_views
+
+    tc = cfg["train"]
+    views, _ = identity_views(tc["n_identities"], tc["views"], seed=tc["seed"])
+    model = FaceID(**cfg["model"])
+
+    def batch_loss() -> torch.Tensor:
+        idx = torch.randperm(len(views), generator=gen)[: tc["batch_size"]]
+        pick = torch.stack([torch.randperm(tc["views"], generator=gen)[:2] for _ in idx])
+        za = model(_noisy(views[idx, pick[:, 0]], tc["noise_std"], gen))
+        zb = model(_noisy(views[idx, pick[:, 1]], tc["noise_std"], gen))
+        return contrastive_loss(za, zb, tc["temperature"])
+
+    return Setup(model, batch_loss, tc["n_identities"] * tc["views"])
+
+
+def _setup_clip(cfg: dict, gen: torch.Generator) -> Setup:
+    """The tiny CLIP, trained contrastively on (face, caption) pairs of the full split.
+
+    The InfoNCE targets count every caption that is true of an image as a positive (captions name only
+    a few attributes, so a batch holds many true pairs besides the diagonal).
+    """
+    import open_clip
+    from torch.nn import functional as F
+
+    from dclip.tinyworld.faces import caption_with_mentions
+    from dclip.tinyworld.quality import clip_zero_shot
+    from dclip.tinyworld.zoo import CONFIGS
+
+    tc = cfg["train"]
+    open_clip.add_model_config(CONFIGS / "open_clip")
+    model = open_clip.create_model(cfg["open_clip_model"])
+    tokenizer = open_clip.get_tokenizer(cfg["open_clip_model"])
+    data = make_faces(tc["n_images"], seed=tc["seed"], split=tc["split"])
+    val = make_faces(300, seed=tc["seed"] + 1000, split="full")
+    rng = np.random.default_rng(tc["seed"])
+
+    def batch_loss() -> torch.Tensor:
+        idx = torch.randint(0, len(data), (tc["batch_size"],), generator=gen)
+        faces = [data.faces[i] for i in idx.tolist()]
+        caps = [caption_with_mentions(f, rng, tc["p_mention"]) for f in faces]
+        img, txt, scale = model(_noisy(data.images[idx], tc["noise_std"], gen), tokenizer([c[0] for c in caps]))
+        logits = scale * img @ txt.T
+        C = consistency(faces, [c[1] for c in caps])
+        return 0.5 * (
+            F.cross_entropy(logits, C / C.sum(1, keepdim=True))
+            + F.cross_entropy(logits.T, (C / C.sum(0, keepdim=True)).T)
+        )
+
+    def evaluate() -> dict[str, float]:
+        model.eval()
+        return clip_zero_shot(model, tokenizer, val)
+
+    def set_rng(value: object) -> None:
+        rng.bit_generator.state = value
+
+    return Setup(
+        model,
+        batch_loss,
+        tc["n_images"],
+        evaluate=evaluate,
+        state={"rng": (lambda: rng.bit_generator.state, set_rng)},
+    )
+
+
+#: Each model's set-up, by the command that trains it (:data:`dclip.tinyworld.zoo.MODELS` names its config).
+SETUPS: dict[str, Callable[[dict, torch.Generator], Setup]] = {
+    "ddpm": _setup_ddpm,
+    "clip": _setup_clip,
+    "judge": _setup_judge,
+    "faceid": _setup_faceid,
+}
+
+
+def train(command: str, cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = None) -> dict:
+    """Train model ``command`` (:data:`SETUPS`) with config ``cfg`` for ``steps`` (default the config's) AdamW
+    steps on its batch loss, seeded; resume from ``run_dir``'s checkpoint; export the weights and a card to
+    ``out_dir``. Returns the card."""
+    tc = cfg["train"]
+    steps = steps or tc["steps"]
+    torch.manual_seed(tc["seed"])
+    torch.set_num_threads(tc["threads"])
+    gen = torch.Generator().manual_seed(tc["seed"])
+    run = SETUPS[command](cfg, gen)
+    model = run.model
+    opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
+    schedule = {**tc, "_steps": steps}
+    every = tc.get("checkpoint_every")
+    ckpt = _Resumable(run_dir) if every else None
+    saved = ckpt.load() if ckpt else None
+    step, elapsed, losses, history = 0, 0.0, [], []
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        gen.set_state(saved["gen"])
+        for key, (_, load) in run.state.items():
+            load(saved[key])
+        step, elapsed, losses = saved["step"], saved["elapsed"], saved.get("losses", [])
+        history = saved.get("history", [])
+    start = time.time() - elapsed
+    bar = tqdm(total=steps, initial=step, desc=f"{cfg['name']} ({command})")
+    while step < steps and (time.time() - start) < tc.get("max_minutes", math.inf) * 60:
+        model.train()
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, schedule)
+        loss = run.batch_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if "clip_grad" in tc:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc["clip_grad"])
+        opt.step()
+        run.after_step(step)
         losses.append(loss.item())
         step += 1
         bar.update(1)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}")
-        if step % 250 == 0 or step == steps:
-            ckpt.save(
-                {
-                    "model": model.state_dict(),
-                    "ema": ema.state_dict(),
-                    "opt": opt.state_dict(),
-                    "gen": gen.get_state(),
-                    "step": step,
-                    "elapsed": time.time() - start,
-                    "losses": losses,
-                }
-            )
+        if every and (step % every == 0 or step == steps):
+            stop = False
+            if run.evaluate is not None:
+                acc = run.evaluate()
+                history.append(
+                    {"step": step, "loss": round(loss.item(), 4), **{k: round(v, 4) for k, v in acc.items()}}
+                )
+                bar.write(json.dumps(history[-1]))
+                stop = min(acc.values()) >= tc["stop_at_accuracy"]
+            state = {"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "step": step}
+            state |= {"elapsed": time.time() - start, "losses": losses}
+            state |= {key: get() for key, (get, _) in run.state.items()}
+            ckpt.save(state | ({"history": history} if run.evaluate is not None else {}))
+            if stop:
+                break
     bar.close()
     card = {
         "name": cfg["name"],
-        "kind": "ddpm",
+        "kind": command,
         "config": cfg,
         "steps": step,
-        "wall_minutes": round((time.time() - start) / 60, 1),
-        "data_size": tc["n_images"],
-        "final_loss_avg100": round(sum(losses[-100:]) / max(1, len(losses[-100:])), 5),
+        "data_size": run.data_size,
+        **run.card(losses),
+        **({"validation": history} if run.evaluate is not None else {}),
         **_loss_ends(losses),
+        "wall_minutes": round((time.time() - start) / 60, 1),
         "threads": tc["threads"],
         "device": "cpu",
     }
-    _export(ema, cfg["name"], card, out_dir, fp16=True)
+    _export(run.shipped or model, cfg["name"], card, out_dir, fp16=tc["export_fp16"])
     return card
 
 
@@ -162,99 +315,6 @@ def _noisy(x: torch.Tensor, std: float, gen: torch.Generator) -> torch.Tensor:
     return x + scale * torch.randn(x.shape, generator=gen)
 
 
-def train_judge(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = None) -> dict:
-    """Train the judge (attribute classifier + part segmenter) on the full split with cross-entropy."""
-    from torch.nn import functional as F
-
-    from dclip.tinyworld.faces import ATTRIBUTES
-    from dclip.tinyworld.judge import Judge
-
-    tc = cfg["train"]
-    steps = steps or tc["steps"]
-    torch.manual_seed(tc["seed"])
-    torch.set_num_threads(tc["threads"])
-    data = make_faces(tc["n_images"], seed=tc["seed"], split=tc["split"])
-    model = Judge(**cfg["model"])
-    opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=1e-4)
-    gen = torch.Generator().manual_seed(tc["seed"])
-
-    def batch_loss() -> torch.Tensor:
-        idx = torch.randint(0, len(data), (tc["batch_size"],), generator=gen)
-        out = model(_noisy(data.images[idx], tc["noise_std"], gen))
-        return F.cross_entropy(out["parts"], data.parts[idx]) + sum(
-            F.cross_entropy(out[k], data.attributes[k][idx]) for k in ATTRIBUTES
-        )
-
-    start = time.time()
-    losses = _fit(opt, steps, tc, "judge", batch_loss)
-    card = _card(cfg, "judge", steps, tc["n_images"], losses, start)
-    _export(model, cfg["name"], card, out_dir, fp16=False)
-    return card
-
-
-def _fit(
-    opt: torch.optim.Optimizer, steps: int, tc: dict, desc: str, batch_loss: Callable[[], torch.Tensor]
-) -> list[float]:
-    """The judge's and the face recognizer's loop: ``steps`` optimizer steps on ``batch_loss()``, the learning rate
-    warmed up and then decayed on a cosine; returns the losses."""
-    losses = []
-    for step in (bar := tqdm(range(steps), desc=desc)):
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, tc) * 0.5 * (1 + torch.cos(torch.tensor(step / steps * 3.14159)).item())
-        loss = batch_loss()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-    return losses
-
-
-def _card(cfg: dict, kind: str, steps: int, data_size: int, losses: list[float], start: float) -> dict:
-    """The JSON card of a model trained on the CPU by :func:`_fit`."""
-    return {
-        "name": cfg["name"],
-        "kind": kind,
-        "config": cfg,
-        "steps": steps,
-        "data_size": data_size,
-        **_loss_ends(losses),
-        "wall_minutes": round((time.time() - start) / 60, 1),
-        "threads": cfg["train"]["threads"],
-        "device": "cpu",
-    }
-
-
-def train_faceid(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = None) -> dict:
-    """Train the face recognizer contrastively: two photos of an identity (differing in expression, hair colour,
-    clothes and background) are a positive pair, the batch's other identities the negatives
-    (:mod:`dclip.tinyworld.faceid`)."""
-    from dclip.tinyworld.faceid import FaceID, contrastive_loss, identity_views
-
-    tc = cfg["train"]
-    steps = steps or tc["steps"]
-    torch.manual_seed(tc["seed"])
-    torch.set_num_threads(tc["threads"])
-    views, _ = identity_views(tc["n_identities"], tc["views"], seed=tc["seed"])
-    model = FaceID(**cfg["model"])
-    opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=1e-4)
-    gen = torch.Generator().manual_seed(tc["seed"])
-
-    def batch_loss() -> torch.Tensor:
-        idx = torch.randperm(len(views), generator=gen)[: tc["batch_size"]]
-        pick = torch.stack([torch.randperm(tc["views"], generator=gen)[:2] for _ in idx])
-        za = model(_noisy(views[idx, pick[:, 0]], tc["noise_std"], gen))
-        zb = model(_noisy(views[idx, pick[:, 1]], tc["noise_std"], gen))
-        return contrastive_loss(za, zb, tc["temperature"])
-
-    start = time.time()
-    losses = _fit(opt, steps, tc, "faceid", batch_loss)
-    card = _card(cfg, "faceid", steps, tc["n_identities"] * tc["views"], losses, start)
-    _export(model, cfg["name"], card, out_dir, fp16=False)
-    return card
-
-
 def consistency(faces: list, mentions: list[tuple[str, ...]]) -> torch.Tensor:
     """``C[i, j] = 1`` where caption ``j`` is true of face ``i`` (every attribute it mentions matches)."""
     n = len(faces)
@@ -265,118 +325,14 @@ def consistency(faces: list, mentions: list[tuple[str, ...]]) -> torch.Tensor:
     return C
 
 
-def train_clip(cfg: dict, run_dir: Path, out_dir: Path, steps: int | None = None) -> dict:
-    """Train the tiny CLIP contrastively on (face, caption) pairs of the full split.
-
-    The InfoNCE targets count every caption that is true of an image as a positive (captions name only
-    a few attributes, so a batch holds many true pairs besides the diagonal).
-    """
-    import numpy as np
-    import open_clip
-    from torch.nn import functional as F
-
-    from dclip.tinyworld.faces import caption_with_mentions
-    from dclip.tinyworld.quality import clip_zero_shot
-
-    tc = cfg["train"]
-    steps = steps or tc["steps"]
-    torch.manual_seed(tc["seed"])
-    torch.set_num_threads(tc["threads"])
-    open_clip.add_model_config(CONFIGS / "open_clip")
-    model = open_clip.create_model(cfg["open_clip_model"])
-    tokenizer = open_clip.get_tokenizer(cfg["open_clip_model"])
-    data = make_faces(tc["n_images"], seed=tc["seed"], split=tc["split"])
-    val = make_faces(300, seed=tc["seed"] + 1000, split="full")
-    opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=0.1)
-    gen = torch.Generator().manual_seed(tc["seed"])
-    rng = np.random.default_rng(tc["seed"])
-    ckpt = _Resumable(run_dir)
-    state = ckpt.load()
-    step, elapsed, history, losses = 0, 0.0, [], []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        rng.bit_generator.state = state["rng"]
-        step, elapsed, history = state["step"], state["elapsed"], state["history"]
-        losses = state.get("losses", [])
-    start = time.time() - elapsed
-    bar = tqdm(total=steps, initial=step, desc="tinyclip")
-    while step < steps and (time.time() - start) < tc["max_minutes"] * 60:
-        model.train()
-        idx = torch.randint(0, len(data), (tc["batch_size"],), generator=gen)
-        faces = [data.faces[i] for i in idx.tolist()]
-        caps = [caption_with_mentions(f, rng, tc["p_mention"]) for f in faces]
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, tc)
-        img, txt, scale = model(_noisy(data.images[idx], tc["noise_std"], gen), tokenizer([c[0] for c in caps]))
-        logits = scale * img @ txt.T
-        C = consistency(faces, [c[1] for c in caps])
-        loss = 0.5 * (
-            F.cross_entropy(logits, C / C.sum(1, keepdim=True))
-            + F.cross_entropy(logits.T, (C / C.sum(0, keepdim=True)).T)
-        )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        step += 1
-        bar.update(1)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if step % tc["eval_every"] == 0 or step == steps:
-            model.eval()
-            acc = clip_zero_shot(model, tokenizer, val)
-            history.append({"step": step, "loss": round(loss.item(), 4), **{k: round(v, 4) for k, v in acc.items()}})
-            bar.write(json.dumps(history[-1]))
-            ckpt.save(
-                {
-                    "model": model.state_dict(),
-                    "opt": opt.state_dict(),
-                    "gen": gen.get_state(),
-                    "rng": rng.bit_generator.state,
-                    "step": step,
-                    "elapsed": time.time() - start,
-                    "history": history,
-                    "losses": losses,
-                }
-            )
-            if min(acc.values()) >= tc["stop_at_accuracy"]:
-                break
-    bar.close()
-    card = {
-        "name": cfg["name"],
-        "kind": "clip",
-        "config": cfg,
-        "steps": step,
-        "data_size": tc["n_images"],
-        "wall_minutes": round((time.time() - start) / 60, 1),
-        "validation": history,
-        "threads": tc["threads"],
-        **_loss_ends(losses),
-        "device": "cpu",
-    }
-    _export(model, cfg["name"], card, out_dir, fp16=True)
-    return card
-
-
-TRAINERS = {
-    "ddpm": ("tinyfaces", train_ddpm),
-    "clip": ("tinyclip", train_clip),
-    "judge": ("judge", train_judge),
-    "faceid": ("faceid", train_faceid),
-}
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("model", choices=sorted(TRAINERS))
+    p.add_argument("model", choices=sorted(SETUPS))
     p.add_argument("--run-dir", type=Path, default=None, help="checkpoint folder (default runs/<model>)")
     p.add_argument("--out", type=Path, default=WEIGHTS, help="where the final weights and card go")
     p.add_argument("--steps", type=int, default=None, help="override the config's number of steps")
     a = p.parse_args(argv)
-    name, trainer = TRAINERS[a.model]
-    card = trainer(load_config(name), a.run_dir or Path("runs") / a.model, a.out, a.steps)
+    card = train(a.model, load_config(MODELS[a.model]), a.run_dir or Path("runs") / a.model, a.out, a.steps)
     print(json.dumps({k: v for k, v in card.items() if k != "config"}, indent=2))
 
 
