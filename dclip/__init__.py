@@ -2,7 +2,7 @@
 
 The math (schedules, DDPM, DDIM inversion and generation, noise combination) takes any noise predictor
 ``eps(x, t)``; a world (``dclip.world()``) gives a chapter its models, images, settings and metrics: the real
-pretrained models on a GPU, or the offline tiny world (:mod:`dclip.tinyworld`), behind one API.
+pretrained models on a GPU, or an offline world a plug-in registers (:mod:`dclip.registry`), behind one API.
 
 The names below are imported on first use (PEP 562), so ``import dclip.colab`` or ``import dclip.cache`` costs
 no torch import: Colab's set-up cell sets the cache locations before anything reads them.
