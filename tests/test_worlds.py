@@ -2,6 +2,7 @@
 evaluation; no core module imports the tiny world, and the package has no import cycle."""
 
 import ast
+import re
 import subprocess
 import sys
 import warnings
@@ -24,6 +25,19 @@ def test_core_modules_import_no_tiny_world_module():
     code += "; print(sorted(m for m in sys.modules if m.startswith('dclip.tinyworld')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_core_names_no_plug_in_and_finds_the_tiny_world_through_the_registry():
+    from dclip import registry
+
+    core = [f for f in PACKAGE.rglob("*") if f.suffix in (".py", ".json") and "tinyworld" not in f.parts]
+    assert [f.name for f in core if re.search(r"tinyworld|tinyfaces|tinyclip|TinyWorld", f.read_text())] == []
+    assert registry.plugin_modules() == ["dclip.tinyworld.plugin"]
+    assert registry.offline_world()[0] == "tiny" and registry.table("world")["tiny"]["diffusion"] == "tinyfaces"
+    assert "tinyclip" in registry.table("clip") and "lowpass" in registry.table("identity")
+    assert [r.name for r in dclip.recipes_for("tinyfaces")][:2] == ["angry", "smiling"]
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("world", "tiny", {})
 
 
 def _imports(path: Path) -> set[str]:
