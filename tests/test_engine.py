@@ -28,9 +28,9 @@ from dclip.losses import (
     directional_similarity,
     global_clip_loss,
     identity_loss,
-    lowpass_identity,
     text_direction,
 )
+from dclip.tinyworld.identity import lowpass_identity
 
 # --- losses -----------------------------------------------------------------------------------------------
 
