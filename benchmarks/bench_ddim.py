@@ -64,7 +64,7 @@ def diffusers_round_trip(unet, x0, t0, s_for, s_gen):
 @torch.no_grad()
 def dclip_round_trip(unet, x0, t0, s_for, s_gen, schedule=Schedule.linear()):
     eps = lambda x, t: unet(x, t).sample  # noqa: E731
-    return ddim_generate(eps, ddim_invert(eps, x0, schedule, t0, s_for), schedule, t0, s_gen)
+    return ddim_generate(eps, ddim_invert(eps, x0, schedule, t0=t0, S_for=s_for), schedule, t0=t0, S_gen=s_gen)
 
 
 def best_time(fn, repeats: int) -> float:

@@ -96,10 +96,10 @@ def main() -> None:
         print(f"| {name} | {cost.seconds:.2f} | {cost.activation_bytes / 2**20:.1f} | {cuda} |", flush=True)
 
     with torch.no_grad():
-        ddim_invert(model, x0, model.schedule, a.t0, 2)  # warm-up
-        inv = measure(lambda: ddim_invert(model, x0, model.schedule, a.t0, 40), device)
+        ddim_invert(model, x0, model.schedule, t0=a.t0, S_for=2)  # warm-up
+        inv = measure(lambda: ddim_invert(model, x0, model.schedule, t0=a.t0, S_for=40), device)
     row("inversion, S_for = 40", inv)
-    x_t0 = ddim_invert(model, x0, model.schedule, a.t0, 40)
+    x_t0 = ddim_invert(model, x0, model.schedule, t0=a.t0, S_for=40)
     two = Latents(x0.repeat(2, 1, 1, 1).cpu(), x_t0.repeat(2, 1, 1, 1).cpu(), a.t0, 40)
     for name, kw in (
         ("fine-tuning iteration, Alg. 1, S_gen = 6", dict(checkpoint=False)),
@@ -132,7 +132,13 @@ def main() -> None:
             continue
         with torch.no_grad():
             start = time.perf_counter()
-            ddim_generate(model, ddim_invert(model, x0, model.schedule, a.t0, S_for), model.schedule, a.t0, S_gen)
+            ddim_generate(
+                model,
+                ddim_invert(model, x0, model.schedule, t0=a.t0, S_for=S_for),
+                model.schedule,
+                t0=a.t0,
+                S_gen=S_gen,
+            )
         print(f"| {name} | {time.perf_counter() - start:.2f} | 0 (no grad) | - |", flush=True)
 
     if a.figure:

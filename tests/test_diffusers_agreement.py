@@ -35,7 +35,7 @@ def test_generation_matches_ddim_scheduler(unet, schedule):
     ref = x.clone()
     for t in sched.timesteps[sched.timesteps <= 500]:
         ref = sched.step(unet(ref, t).sample, t, ref, eta=0.0).prev_sample
-    ours = ddim_generate(eps_of(unet), x, schedule, 500, 11)
+    ours = ddim_generate(eps_of(unet), x, schedule, t0=500, S_gen=11)
     assert torch.allclose(ours, ref, atol=1e-5), (ours - ref).abs().max()
 
 
@@ -49,7 +49,7 @@ def test_inversion_matches_ddim_inverse_scheduler(unet, schedule):
     for t in sched.timesteps[sched.timesteps <= 500]:
         ref = sched.step(unet(ref, torch.tensor(source)).sample, t, ref).prev_sample
         source = int(t)
-    ours = ddim_invert(eps_of(unet), x0, schedule, 500, 11)
+    ours = ddim_invert(eps_of(unet), x0, schedule, t0=500, S_for=11)
     assert torch.allclose(ours, ref, atol=1e-5), (ours - ref).abs().max()
 
 

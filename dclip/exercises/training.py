@@ -194,7 +194,7 @@ def check_alg1_iteration(fn: Callable[..., object], *, seed: int = 0) -> Check:
     base = DiffusionModel(TinyUNet(g), Schedule.linear(), SHAPE[-1], "exercise-tiny").requires_grad_(False)
     t0, S_gen, lambda_l1, lr = 300, 3, 0.3, 0.1
     x0 = images(g)
-    x_t0 = ddim_invert(base, x0, base.schedule, t0, 4)
+    x_t0 = ddim_invert(base, x0, base.schedule, t0=t0, S_for=4)
     delta_t = text_direction(clip, "smiling face", "face")
     run = _weight_check(
         base,
@@ -304,7 +304,7 @@ def check_alg2_step(fn: Callable[..., torch.Tensor], *, seed: int = 0) -> Check:
     t0, lambda_l1, lr = 300, 0.3, 0.1
     t, t_next = generation_pairs(3, t0, base.schedule.T)[0]
     x0 = images(g)
-    x_t = ddim_invert(base, x0, base.schedule, t0, 4)
+    x_t = ddim_invert(base, x0, base.schedule, t0=t0, S_for=4)
     delta_t = text_direction(clip, "smiling face", "face")
     run = _weight_check(
         base,
