@@ -19,14 +19,14 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler, UNet2DModel
 
 from dclip.ddim import ddim_generate, ddim_invert
 from dclip.models import DIFFUSION_MODELS
-from dclip.schedule import Schedule
+from dclip.schedule import PAPER_BETA_END, PAPER_BETA_START, PAPER_T, Schedule
 from dclip.tinyworld.train import load_config
 
 SCHED = dict(
-    num_train_timesteps=1000,
+    num_train_timesteps=PAPER_T,
     beta_schedule="linear",
-    beta_start=1e-4,
-    beta_end=0.02,
+    beta_start=PAPER_BETA_START,
+    beta_end=PAPER_BETA_END,
     clip_sample=False,
     set_alpha_to_one=True,
     steps_offset=0,

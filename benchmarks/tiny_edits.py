@@ -25,6 +25,7 @@ import dclip
 from dclip.editing import manipulate
 from dclip.finetune import FinetuneConfig, finetune, precompute_latents
 from dclip.losses import directional_similarity, lowpass_identity, text_direction
+from dclip.schedule import PAPER_STEPS
 from dclip.tinyworld.faceid import faceid_identity
 from dclip.tinyworld.faces import ATTRIBUTES, make_faces
 from dclip.tinyworld.judge import RECIPE_TARGETS as EXPECTED
@@ -85,9 +86,9 @@ def main() -> None:
     train = make_faces(a.n, seed=100, split="in-domain").images
     test = make_faces(64, seed=a.test_seed, split="in-domain").images
     start = time.perf_counter()
-    latents = precompute_latents(base, train, t0=recipe.t0, S_for=40, cache_dir=None, progress=False)
+    latents = precompute_latents(base, train, t0=recipe.t0, S_for=PAPER_STEPS.S_for, cache_dir=None, progress=False)
     t_pre = time.perf_counter() - start
-    test_latents = precompute_latents(base, test, t0=recipe.t0, S_for=40, cache_dir=None, progress=False)
+    test_latents = precompute_latents(base, test, t0=recipe.t0, S_for=PAPER_STEPS.S_for, cache_dir=None, progress=False)
     x_t0 = test_latents.x_t0.to(a.device)
     delta_t = text_direction(clip, recipe.target, recipe.reference).to(a.device)
     judge = load_judge()

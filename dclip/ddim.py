@@ -43,7 +43,7 @@ def nonnegative_images_ok() -> Iterator[None]:
         _NONNEGATIVE_OK = before
 
 
-def check_image(x: torch.Tensor, name: str = "image", tol: float = 0.05) -> None:
+def check_image(x: torch.Tensor, name: str = "image", *, tol: float = 0.05) -> None:
     """Raise a clear ``ValueError`` unless ``x`` is a non-empty (N, C, H, W) float tensor of finite values in
     [-1, 1] (+- ``tol``). A photo-like RGB image (:data:`MIN_PHOTO_PIXELS` pixels or more) with no value below 0
     but some above it is taken for a [0, 1] image (a photo in [-1, 1] has dark pixels) and refused, unless inside

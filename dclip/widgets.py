@@ -24,7 +24,7 @@ from dclip.ddpm import q_sample
 from dclip.editing import combine, manipulate, to_pretrained_domain
 from dclip.models import DiffusionModel
 from dclip.plotting import plot_curves, show_images
-from dclip.schedule import Schedule
+from dclip.schedule import PAPER_STEPS, Schedule
 
 Draw = Callable[..., "object"]  # keyword arguments (the sliders' values) -> a matplotlib Figure
 
@@ -294,7 +294,13 @@ class EditExplorer:
     reconstruction) and with ``tuned`` (the edit). One inversion per t0, cached; draws only ``x0``."""
 
     def __init__(
-        self, base: DiffusionModel, tuned: DiffusionModel, x0: torch.Tensor, *, S_for: int = 40, S_gen: int = 6
+        self,
+        base: DiffusionModel,
+        tuned: DiffusionModel,
+        x0: torch.Tensor,
+        *,
+        S_for: int = PAPER_STEPS.S_for,
+        S_gen: int = PAPER_STEPS.S_gen,
     ):
         base.check_images(x0)
         self.base, self.tuned, self.x0, self.S_for, self.S_gen = base, tuned, x0.to(base.device), S_for, S_gen
@@ -367,7 +373,7 @@ class SwitchExplorer:
         x_t0: torch.Tensor,
         t0: int,
         *,
-        S_gen: int = 6,
+        S_gen: int = PAPER_STEPS.S_gen,
     ):
         self.base, self.first, self.second, self.x_t0, self.t0, self.S_gen = base, first, second, x_t0, t0, S_gen
         self._cache: dict[int, torch.Tensor] = {}
@@ -412,7 +418,12 @@ class CombinationExplorer:
     the rest (``1 - sum``), so the gammas always sum to one; all zeros is the plain reconstruction."""
 
     def __init__(
-        self, base: DiffusionModel, tuned: dict[str, DiffusionModel], x_t0: torch.Tensor, t0: int, S_gen: int = 6
+        self,
+        base: DiffusionModel,
+        tuned: dict[str, DiffusionModel],
+        x_t0: torch.Tensor,
+        t0: int,
+        S_gen: int = PAPER_STEPS.S_gen,
     ):
         self.base, self.tuned, self.x_t0, self.t0, self.S_gen = base, tuned, x_t0, t0, S_gen
 
@@ -445,7 +456,15 @@ def combination_control(explorer: CombinationExplorer, *, sources=None) -> Contr
 class StochasticEditExplorer:
     """Stochastic manipulation (App. F.5): Alg. 3 generating with ``eta`` > 0 (Eq. 5) from a seeded generator."""
 
-    def __init__(self, base: DiffusionModel, tuned: DiffusionModel, x_t0: torch.Tensor, t0: int, *, S_gen: int = 6):
+    def __init__(
+        self,
+        base: DiffusionModel,
+        tuned: DiffusionModel,
+        x_t0: torch.Tensor,
+        t0: int,
+        *,
+        S_gen: int = PAPER_STEPS.S_gen,
+    ):
         self.base, self.tuned, self.x_t0, self.t0, self.S_gen = base, tuned, x_t0, t0, S_gen
 
     def __call__(self, eta: float, seed: int) -> torch.Tensor:
@@ -476,7 +495,7 @@ class FinetuneMonitor:
         self,
         x_t0: torch.Tensor,
         t0: int,
-        S_gen: int = 6,
+        S_gen: int = PAPER_STEPS.S_gen,
         every: int = 8,
         live: bool = True,
         keep_every: int | None = None,

@@ -583,3 +583,53 @@ def test_the_cache_command_refuses_ages_that_are_not_finite_and_non_negative(age
     assert "number of days" in capsys.readouterr().err and entry.exists()
     with pytest.raises(ValueError, match="older_than_days=-5 must be a finite number of days >= 0"):
         cache.clear(older_than_days=-5)
+
+
+# --- the time grid and the signatures (issue #27) ---------------------------------------------------------------
+
+
+def test_latents_carry_t0_and_S_for_into_manipulate_and_combine(base, latents):
+    carried = manipulate(base, base, x_t0=latents, S_gen=2)
+    assert torch.equal(carried, manipulate(base, base, t0=300, S_gen=2, x_t0=latents.x_t0))
+    assert torch.equal(carried, manipulate(base, base, t0=300, S_for=2, S_gen=2, x_t0=latents))
+    assert torch.equal(
+        combine(base, [base, base], [0.5, 0.5], x_t0=latents, S_gen=2),
+        combine(base, [base, base], [0.5, 0.5], t0=300, S_gen=2, x_t0=latents.x_t0),
+    )
+    with pytest.raises(ValueError, match="t0=400 differs from the latents' t0=300"):
+        manipulate(base, base, t0=400, S_gen=2, x_t0=latents)
+    with pytest.raises(ValueError, match="S_for=40 differs from the latents' S_for=2"):
+        combine(base, [base, base], [0.5, 0.5], t0=300, S_for=40, S_gen=2, x_t0=latents)
+    with pytest.raises(ValueError, match="give t0"):
+        manipulate(base, base, x_t0=latents.x_t0, S_gen=2)
+
+
+def test_ddim_takes_t0_and_steps_or_a_grid_built_once(base, latents):
+    grid = base.schedule.grid(t0=300, S=2)
+    by_grid = ddim_generate(base, latents.x_t0, base.schedule, grid=grid)
+    assert torch.equal(by_grid, ddim_generate(base, latents.x_t0, base.schedule, t0=300, S_gen=2))
+    with pytest.raises(ValueError, match="not both"):
+        ddim_generate(base, latents.x_t0, base.schedule, t0=300, S_gen=2, grid=grid)
+    with pytest.raises(ValueError, match=r"grid \(T=50\) of this schedule \(T=1000\)"):
+        ddim_invert(base, latents.x0, base.schedule, grid=dclip.TimeGrid(t0=30, S=2, T=50))
+    with pytest.raises(TypeError, match="give t0 and S_gen, or a grid"):
+        ddim_generate(base, latents.x_t0, base.schedule, t0=300)
+    with pytest.raises(TypeError, match="positional"):
+        ddim_generate(base, latents.x_t0, base.schedule, 300, 2)
+
+
+def test_no_public_function_takes_more_than_six_positional_parameters():
+    import inspect
+
+    import dclip.baselines
+    import dclip.ddim
+    import dclip.editing
+
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    counts = {
+        f"{module.__name__}.{name}": sum(p.kind in positional for p in inspect.signature(fn).parameters.values())
+        for module in (dclip.ddim, dclip.editing, dclip.baselines, dclip.finetune)
+        for name, fn in vars(module).items()
+        if inspect.isfunction(fn) and fn.__module__ == module.__name__ and not name.startswith("_")
+    }
+    assert len(counts) > 20 and max(counts.values()) <= 6, {k: v for k, v in counts.items() if v > 6}

@@ -6,8 +6,11 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler
 from fakes import small_unet
 
 from dclip.ddim import ddim_generate, ddim_invert
+from dclip.schedule import PAPER_BETA_END, PAPER_BETA_START, PAPER_T
 
-LINEAR = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)  # the paper's
+LINEAR = dict(  # the paper's
+    num_train_timesteps=PAPER_T, beta_schedule="linear", beta_start=PAPER_BETA_START, beta_end=PAPER_BETA_END
+)
 CONFIG = dict(
     **LINEAR,
     clip_sample=False,
