@@ -149,7 +149,7 @@ def check_ddim_step(fn: Callable[..., torch.Tensor], *, seed: int = 0) -> Check:
         yours = lambda: call(
             fn, {"eps_model": recorder, "x_t": x.clone(), "t": t, "t_next": t_next, "schedule": schedule}
         )  # noqa: E731
-        expected = ddim_step(model, x, t, t_next, schedule)[0]
+        expected = ddim_step(model, x, t, t_next, schedule).x_next
         return Case(label, yours, expected, diagnoses, "return x_next alone, as a tensor of x_t's shape")
 
     noisy, clean = torch.randn(SHAPE, generator=g, dtype=torch.float64), images(g)
@@ -273,7 +273,7 @@ def _round_trips(
         a = float(schedule.alpha_bar_at(t0))
         x = a**0.5 * (x0 if restart else x) + (1 - a) ** 0.5 * w
         for t, t_next in generation_pairs(S_gen, t0, schedule.T):
-            x = ddim_step(eps_model, x, t, t_next, schedule)[0]
+            x = ddim_step(eps_model, x, t, t_next, schedule).x_next
         x = x.clamp(-1, 1) if clamp else x
     return x
 
