@@ -61,7 +61,7 @@ def _check_pair(base: DiffusionModel, tuned: DiffusionModel) -> None:
 def _carried(x_t0: torch.Tensor | Latents | None, t0: int | None, S_for: int | None) -> tuple[int, int]:
     """``(t0, S_for)``: those that :class:`dclip.finetune.Latents` carry, or the explicit ones (``S_for`` None: the
     paper's). An explicit value that differs from what the latents carry is a ``ValueError``."""
-    if isinstance(x_t0, torch.Tensor) or x_t0 is None:
+    if not hasattr(x_t0, "x_t0"):  # a tensor (checked later), or None: the explicit settings
         if t0 is None:
             raise ValueError("give t0 (the return step of Alg. 3), or latents (dclip.finetune.Latents) that carry it")
         return t0, PAPER_STEPS.S_for if S_for is None else S_for
@@ -89,7 +89,7 @@ def _latents(
     if images is not None:
         base.check_images(images)
     if x_t0 is not None:
-        x_t0 = x_t0 if isinstance(x_t0, torch.Tensor) else x_t0.x_t0
+        x_t0 = x_t0.x_t0 if hasattr(x_t0, "x_t0") else x_t0  # Latents, or a tensor
         check_model_batch(x_t0, base.image_size, "x_t0")
         if images is not None and len(images) != len(x_t0):
             raise ValueError(
