@@ -193,15 +193,16 @@ def combine(
     tuned: Sequence[DiffusionModel],
     gammas: Gammas,
     images: torch.Tensor | None = None,
-    *,
     t0: int | None = None,
+    *,
     S_for: int | None = None,
     S_gen: int = PAPER_STEPS.S_gen,
     x_t0: torch.Tensor | Latents | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """Alg. 5, multi-attribute transfer: invert with ``base``, then generate with ``sum_i gamma_i(t) eps_i``
-    (Eq. 14). ``x_t0``, ``t0`` and ``S_for`` as for :func:`manipulate`."""
+    (Eq. 14). ``x_t0``, ``t0`` and ``S_for`` as for :func:`manipulate`. ``t0`` may also be given by position, after
+    ``images``."""
     for m in tuned:
         _check_pair(base, m)
     t0, S_for = _carried(x_t0, t0, S_for)

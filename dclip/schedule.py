@@ -27,6 +27,9 @@ class Steps(NamedTuple):
     S_for: int
     S_gen: int
 
+    def __str__(self) -> str:
+        return str(tuple(self))  # printed as the plain pair "(40, 6)"
+
 
 #: The paper's steps (Sec. 4): 40 inversion and 6 generation steps, to fine-tune and to edit.
 PAPER_STEPS = Steps(S_for=40, S_gen=6)

@@ -24,7 +24,7 @@ from dclip.ddpm import q_sample
 from dclip.editing import combine, manipulate, to_pretrained_domain
 from dclip.models import DiffusionModel
 from dclip.plotting import plot_curves, show_images
-from dclip.schedule import PAPER_STEPS, Schedule
+from dclip.schedule import Schedule
 
 Draw = Callable[..., "object"]  # keyword arguments (the sliders' values) -> a matplotlib Figure
 
@@ -205,10 +205,8 @@ class ReconstructionExplorer:
     def __call__(self, t0: int, S_for: int, S_gen: int) -> tuple[torch.Tensor, float]:
         """The reconstruction and its MAE (images in [0, 1])."""
         with torch.no_grad():
-            rec = ddim_generate(self.model, self.latent(t0, S_for), self.model.schedule, t0=t0, S_gen=S_gen).clamp(
-                -1, 1
-            )
-        return rec, ((rec - self.x0).abs() / 2).mean().item()
+            rec = ddim_generate(self.model, self.latent(t0, S_for), self.model.schedule, t0=t0, S_gen=S_gen)
+        return rec.clamp(-1, 1), ((rec.clamp(-1, 1) - self.x0).abs() / 2).mean().item()
 
 
 def reconstruction_control(explorer: ReconstructionExplorer, *, n_show: int = 6) -> Control:
@@ -294,13 +292,7 @@ class EditExplorer:
     reconstruction) and with ``tuned`` (the edit). One inversion per t0, cached; draws only ``x0``."""
 
     def __init__(
-        self,
-        base: DiffusionModel,
-        tuned: DiffusionModel,
-        x0: torch.Tensor,
-        *,
-        S_for: int = PAPER_STEPS.S_for,
-        S_gen: int = PAPER_STEPS.S_gen,
+        self, base: DiffusionModel, tuned: DiffusionModel, x0: torch.Tensor, *, S_for: int = 40, S_gen: int = 6
     ):
         base.check_images(x0)
         self.base, self.tuned, self.x0, self.S_for, self.S_gen = base, tuned, x0.to(base.device), S_for, S_gen
@@ -373,7 +365,7 @@ class SwitchExplorer:
         x_t0: torch.Tensor,
         t0: int,
         *,
-        S_gen: int = PAPER_STEPS.S_gen,
+        S_gen: int = 6,
     ):
         self.base, self.first, self.second, self.x_t0, self.t0, self.S_gen = base, first, second, x_t0, t0, S_gen
         self._cache: dict[int, torch.Tensor] = {}
@@ -418,12 +410,7 @@ class CombinationExplorer:
     the rest (``1 - sum``), so the gammas always sum to one; all zeros is the plain reconstruction."""
 
     def __init__(
-        self,
-        base: DiffusionModel,
-        tuned: dict[str, DiffusionModel],
-        x_t0: torch.Tensor,
-        t0: int,
-        S_gen: int = PAPER_STEPS.S_gen,
+        self, base: DiffusionModel, tuned: dict[str, DiffusionModel], x_t0: torch.Tensor, t0: int, S_gen: int = 6
     ):
         self.base, self.tuned, self.x_t0, self.t0, self.S_gen = base, tuned, x_t0, t0, S_gen
 
@@ -435,7 +422,7 @@ class CombinationExplorer:
         gammas = [1.0 - sum(weights[n] for n in names)] + [weights[n] for n in names]
         models = [self.base] + [self.tuned[n] for n in names]
         with torch.no_grad():
-            return combine(self.base, models, gammas, None, t0=self.t0, S_gen=self.S_gen, x_t0=self.x_t0).clamp(-1, 1)
+            return combine(self.base, models, gammas, None, self.t0, S_gen=self.S_gen, x_t0=self.x_t0).clamp(-1, 1)
 
 
 def combination_control(explorer: CombinationExplorer, *, sources=None) -> Control:
@@ -456,15 +443,7 @@ def combination_control(explorer: CombinationExplorer, *, sources=None) -> Contr
 class StochasticEditExplorer:
     """Stochastic manipulation (App. F.5): Alg. 3 generating with ``eta`` > 0 (Eq. 5) from a seeded generator."""
 
-    def __init__(
-        self,
-        base: DiffusionModel,
-        tuned: DiffusionModel,
-        x_t0: torch.Tensor,
-        t0: int,
-        *,
-        S_gen: int = PAPER_STEPS.S_gen,
-    ):
+    def __init__(self, base: DiffusionModel, tuned: DiffusionModel, x_t0: torch.Tensor, t0: int, *, S_gen: int = 6):
         self.base, self.tuned, self.x_t0, self.t0, self.S_gen = base, tuned, x_t0, t0, S_gen
 
     def __call__(self, eta: float, seed: int) -> torch.Tensor:
@@ -495,7 +474,7 @@ class FinetuneMonitor:
         self,
         x_t0: torch.Tensor,
         t0: int,
-        S_gen: int = PAPER_STEPS.S_gen,
+        S_gen: int = 6,
         every: int = 8,
         live: bool = True,
         keep_every: int | None = None,
