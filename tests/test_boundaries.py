@@ -633,3 +633,13 @@ def test_no_public_function_takes_more_than_six_positional_parameters():
         if inspect.isfunction(fn) and fn.__module__ == module.__name__ and not name.startswith("_")
     }
     assert len(counts) > 20 and max(counts.values()) <= 6, {k: v for k, v in counts.items() if v > 6}
+
+
+def test_manipulate_checks_t0_once_per_grid(base, images, monkeypatch):
+    import dclip.schedule
+
+    checks = []
+    check_t0 = dclip.schedule._check_t0
+    monkeypatch.setattr(dclip.schedule, "_check_t0", lambda t0, T: checks.append(t0) or check_t0(t0, T))
+    manipulate(base, base, images, t0=300, S_for=2, S_gen=2)
+    assert checks == [300, 300]  # the generation grid (S_gen) and the inversion grid (S_for), each built once
