@@ -19,14 +19,14 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler, UNet2DModel
 
 from dclip.ddim import ddim_generate, ddim_invert
 from dclip.models import DIFFUSION_MODELS
-from dclip.schedule import Schedule
+from dclip.schedule import PAPER_BETA_END, PAPER_BETA_START, PAPER_T, Schedule
 from dclip.tinyworld.zoo import load_config
 
 SCHED = dict(
-    num_train_timesteps=1000,
+    num_train_timesteps=PAPER_T,
     beta_schedule="linear",
-    beta_start=1e-4,
-    beta_end=0.02,
+    beta_start=PAPER_BETA_START,
+    beta_end=PAPER_BETA_END,
     clip_sample=False,
     set_alpha_to_one=True,
     steps_offset=0,
@@ -64,7 +64,7 @@ def diffusers_round_trip(unet, x0, t0, s_for, s_gen):
 @torch.no_grad()
 def dclip_round_trip(unet, x0, t0, s_for, s_gen, schedule=Schedule.linear()):
     eps = lambda x, t: unet(x, t).sample  # noqa: E731
-    return ddim_generate(eps, ddim_invert(eps, x0, schedule, t0, s_for), schedule, t0, s_gen)
+    return ddim_generate(eps, ddim_invert(eps, x0, schedule, t0=t0, S_for=s_for), schedule, t0=t0, S_gen=s_gen)
 
 
 def best_time(fn, repeats: int) -> float:

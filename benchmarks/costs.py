@@ -29,7 +29,7 @@ from dclip.ddim import ddim_generate, ddim_invert
 from dclip.finetune import FinetuneConfig, Latents, finetune
 from dclip.models import DIFFUSION_MODELS, DiffusionModel
 from dclip.profiling import measure
-from dclip.schedule import Schedule
+from dclip.schedule import PAPER_STEPS, Schedule
 from dclip.tinyworld.identity import lowpass_identity
 from dclip.tinyworld.zoo import load_config
 
@@ -96,17 +96,19 @@ def main() -> None:
         print(f"| {name} | {cost.seconds:.2f} | {cost.activation_bytes / 2**20:.1f} | {cuda} |", flush=True)
 
     with torch.no_grad():
-        ddim_invert(model, x0, model.schedule, a.t0, 2)  # warm-up
-        inv = measure(lambda: ddim_invert(model, x0, model.schedule, a.t0, 40), device)
+        ddim_invert(model, x0, model.schedule, t0=a.t0, S_for=2)  # warm-up
+        inv = measure(lambda: ddim_invert(model, x0, model.schedule, t0=a.t0, S_for=PAPER_STEPS.S_for), device)
     row("inversion, S_for = 40", inv)
-    x_t0 = ddim_invert(model, x0, model.schedule, a.t0, 40)
+    x_t0 = ddim_invert(model, x0, model.schedule, t0=a.t0, S_for=PAPER_STEPS.S_for)
     two = Latents(x0.repeat(2, 1, 1, 1).cpu(), x_t0.repeat(2, 1, 1, 1).cpu(), a.t0, 40)
     for name, kw in (
         ("fine-tuning iteration, Alg. 1, S_gen = 6", dict(checkpoint=False)),
         ("fine-tuning iteration, Alg. 1 + checkpointing", dict(checkpoint=True)),
         ("fine-tuning iteration, Alg. 2 (6 optimizer steps)", dict(algorithm=2)),
     ):
-        cfg = FinetuneConfig("angry face", "face", t0=a.t0, S_gen=6, lambda_id=0.3, epochs=1, batch_size=1, **kw)
+        cfg = FinetuneConfig(
+            "angry face", "face", t0=a.t0, S_gen=PAPER_STEPS.S_gen, lambda_id=0.3, epochs=1, batch_size=1, **kw
+        )
         stamps = []
 
         def stamp(*_, stamps: list[float] = stamps) -> None:
@@ -124,7 +126,7 @@ def main() -> None:
         per_iteration = len(stamps) // 2
         row(name, dataclasses.replace(cost, seconds=stamps[-1] - stamps[per_iteration - 1]))
     per_call = inv.seconds / 40
-    for S_for, S_gen in ((40, 6), (200, 40)):
+    for S_for, S_gen in (PAPER_STEPS, (200, 40)):
         name = f"manipulation ({S_for}, {S_gen})"
         if a.derive:
             calls = S_for + S_gen
@@ -132,7 +134,13 @@ def main() -> None:
             continue
         with torch.no_grad():
             start = time.perf_counter()
-            ddim_generate(model, ddim_invert(model, x0, model.schedule, a.t0, S_for), model.schedule, a.t0, S_gen)
+            ddim_generate(
+                model,
+                ddim_invert(model, x0, model.schedule, t0=a.t0, S_for=S_for),
+                model.schedule,
+                t0=a.t0,
+                S_gen=S_gen,
+            )
         print(f"| {name} | {time.perf_counter() - start:.2f} | 0 (no grad) | - |", flush=True)
 
     if a.figure:

@@ -25,6 +25,7 @@ from dclip.editing import manipulate
 from dclip.losses import text_direction
 from dclip.metrics import manipulation_metrics
 from dclip.pipeline import DiffusionCLIP
+from dclip.schedule import PAPER_STEPS
 from dclip.tinyworld.faces import OUT_OF_DOMAIN, make_faces
 from dclip.tinyworld.judge import RECIPE_TARGETS, judge_edit
 
@@ -33,16 +34,33 @@ METHODS = ("DiffusionCLIP", "latent optimisation", "CLIP-guided sampling", "SDEd
 
 def edit_with(method: str, pipe: DiffusionCLIP, r, x0, x_t0, d, tuned, a) -> torch.Tensor:
     if method == "DiffusionCLIP":
-        return manipulate(pipe.model, tuned, None, r.t0, S_gen=6, x_t0=x_t0)
+        return manipulate(pipe.model, tuned, None, t0=r.t0, S_gen=PAPER_STEPS.S_gen, x_t0=x_t0)
     if method == "latent optimisation":
         return latent_optimization(
-            pipe.model, pipe.clip, x0, x_t0, d, r.t0, 6, steps=a.lo_steps, lr=a.lo_lr, lambda_l1=r.lambda_l1
+            pipe.model,
+            pipe.clip,
+            x0,
+            x_t0,
+            d,
+            t0=r.t0,
+            S_gen=PAPER_STEPS.S_gen,
+            steps=a.lo_steps,
+            lr=a.lo_lr,
+            lambda_l1=r.lambda_l1,
         )
     if method == "CLIP-guided sampling":
         return clip_guided_sampling(
-            pipe.model, pipe.clip, x0, x_t0, d, r.t0, 6, scale=a.guidance, lambda_l1=r.lambda_l1
+            pipe.model,
+            pipe.clip,
+            x0,
+            x_t0,
+            d,
+            t0=r.t0,
+            S_gen=PAPER_STEPS.S_gen,
+            scale=a.guidance,
+            lambda_l1=r.lambda_l1,
         )
-    return sdedit(pipe.model, x0, r.t0, 6, generator=torch.Generator().manual_seed(0))
+    return sdedit(pipe.model, x0, t0=r.t0, S_gen=PAPER_STEPS.S_gen, generator=torch.Generator().manual_seed(0))
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ import dclip
 from dclip.editing import manipulate
 from dclip.finetune import FinetuneConfig, finetune, precompute_latents
 from dclip.losses import directional_similarity, text_direction
+from dclip.schedule import PAPER_STEPS
 from dclip.tinyworld.faceid import faceid_identity
 from dclip.tinyworld.faces import ATTRIBUTES, make_faces
 from dclip.tinyworld.identity import lowpass_identity
@@ -86,16 +87,16 @@ def main() -> None:
     train = make_faces(a.n, seed=100, split="in-domain").images
     test = make_faces(64, seed=a.test_seed, split="in-domain").images
     start = time.perf_counter()
-    latents = precompute_latents(base, train, recipe.t0, 40, cache_dir=None, progress=False)
+    latents = precompute_latents(base, train, t0=recipe.t0, S_for=PAPER_STEPS.S_for, cache_dir=None, progress=False)
     t_pre = time.perf_counter() - start
-    test_latents = precompute_latents(base, test, recipe.t0, 40, cache_dir=None, progress=False)
+    test_latents = precompute_latents(base, test, t0=recipe.t0, S_for=PAPER_STEPS.S_for, cache_dir=None, progress=False)
     x_t0 = test_latents.x_t0.to(a.device)
     delta_t = text_direction(clip, recipe.target, recipe.reference).to(a.device)
     judge = load_judge()
     attribute, value = EXPECTED[a.recipe]
     test_on_device = test.to(a.device)
     with torch.no_grad():
-        rec = manipulate(base, base, None, recipe.t0, x_t0=x_t0, S_gen=a.s_gen_test).clamp(-1, 1)
+        rec = manipulate(base, base, None, t0=recipe.t0, x_t0=x_t0, S_gen=a.s_gen_test).clamp(-1, 1)
         s_rec = directional_similarity(clip, rec, test_on_device, delta_t).item()
     rec = rec.cpu()
     ceiling = judge_edit(test, rec, attribute, value, judge=judge)
@@ -116,7 +117,7 @@ def main() -> None:
             progress=False,
         )
         with torch.no_grad():
-            edit = manipulate(base, result.model, None, recipe.t0, x_t0=x_t0, S_gen=a.s_gen_test).clamp(-1, 1)
+            edit = manipulate(base, result.model, None, t0=recipe.t0, x_t0=x_t0, S_gen=a.s_gen_test).clamp(-1, 1)
             s_edit = directional_similarity(clip, edit, test_on_device, delta_t).item()
         edit = edit.cpu()
         scores = judge_edit(test, edit, attribute, value, judge=judge)

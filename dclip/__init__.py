@@ -38,6 +38,7 @@ _HOMES = {
     "get_recipe": "dclip.recipes",
     "recipes_for": "dclip.recipes",
     "Schedule": "dclip.schedule",
+    "TimeGrid": "dclip.schedule",
     "time_sequence": "dclip.schedule",
     "World": "dclip.worlds",
     "format_scores": "dclip.worlds",

@@ -14,11 +14,12 @@ from __future__ import annotations
 import torch
 
 from dclip.clip import CLIP
-from dclip.ddim import _time, ddim_generate, ddim_step, generation_pairs, predict_x0
+from dclip.ddim import _time, ddim_generate, ddim_step, predict_x0
 from dclip.ddpm import q_sample
 from dclip.losses import IdentityTerm, directional_clip_loss, global_clip_loss, identity_loss, text_direction
 from dclip.models import DiffusionModel
 from dclip.progress import progress_bar
+from dclip.schedule import PAPER_STEPS
 
 
 def latent_optimization(
@@ -27,8 +28,9 @@ def latent_optimization(
     x0: torch.Tensor,
     x_t0: torch.Tensor,
     delta_t: torch.Tensor,
+    *,
     t0: int,
-    S_gen: int = 6,
+    S_gen: int = PAPER_STEPS.S_gen,
     steps: int = 20,
     lr: float = 0.01,
     lambda_l1: float = 0.3,
@@ -41,19 +43,20 @@ def latent_optimization(
     Each of ``steps`` Adam steps backpropagates through the S_gen reverse steps (checkpointed), as Alg. 1 does
     for the weights. Returns the final generated images (no grad)."""
     model.check_images(x0)
+    grid = model.schedule.grid(t0=t0, S=S_gen)
     x0 = x0.to(model.device)
     x = x_t0.detach().to(model.device).clone().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
     for _ in progress_bar(range(steps), show=progress, desc="latent optimization"):
         with torch.enable_grad():
-            x_gen = ddim_generate(model, x, model.schedule, t0, S_gen, grad=True, checkpoint=True)
+            x_gen = ddim_generate(model, x, model.schedule, grid=grid, grad=True, checkpoint=True)
             loss = directional_clip_loss(clip, x_gen, x0, delta_t) + identity_loss(
                 x_gen, x0, lambda_l1, lambda_id, identity
             )
             (x.grad,) = torch.autograd.grad(loss, [x])  # only the latent moves; the weights get no gradient
         opt.step()
     with torch.no_grad():
-        return ddim_generate(model, x.detach(), model.schedule, t0, S_gen)
+        return ddim_generate(model, x.detach(), model.schedule, grid=grid)
 
 
 def clip_guided_sampling(
@@ -62,8 +65,9 @@ def clip_guided_sampling(
     x0: torch.Tensor,
     x_t0: torch.Tensor,
     delta_t: torch.Tensor,
+    *,
     t0: int,
-    S_gen: int = 6,
+    S_gen: int = PAPER_STEPS.S_gen,
     scale: float = 10.0,
     lambda_l1: float = 0.3,
     progress: bool = False,
@@ -74,7 +78,7 @@ def clip_guided_sampling(
     """
     model.check_images(x0)
     x0, x = x0.to(model.device), x_t0.detach().to(model.device)
-    for t, t_next in progress_bar(generation_pairs(S_gen, t0, model.schedule.T), show=progress, desc="guided"):
+    for t, t_next in progress_bar(model.schedule.grid(t0=t0, S=S_gen).generation_pairs, show=progress, desc="guided"):
         a_t = float(model.schedule.alpha_bar_at(t))
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
@@ -85,23 +89,24 @@ def clip_guided_sampling(
             )
             (grad,) = torch.autograd.grad(loss.sum(), [x_in])
         with torch.no_grad():
-            x = ddim_step(model, x - scale * (1 - a_t) ** 0.5 * grad, t, t_next, model.schedule)[0]
+            x = ddim_step(model, x - scale * (1 - a_t) ** 0.5 * grad, t, t_next, model.schedule).x_next
     return x
 
 
 def sdedit(
     model: DiffusionModel,
     images: torch.Tensor,
+    *,
     t0: int,
-    S_gen: int = 6,
+    S_gen: int = PAPER_STEPS.S_gen,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """SDEdit-style re-noising (Eq. 1 to ``t0``) and DDIM denoising (Eq. 13) with the pretrained model, text-free."""
     model.check_images(images)
-    model.schedule.check_t0(t0)
+    grid = model.schedule.grid(t0=t0, S=S_gen)
     with torch.no_grad():
         x_t0 = q_sample(images.to(model.device), t0, model.schedule, generator=generator)
-        return ddim_generate(model, x_t0, model.schedule, t0, S_gen)
+        return ddim_generate(model, x_t0, model.schedule, grid=grid)
 
 
 def pixel_optimization(
@@ -109,6 +114,7 @@ def pixel_optimization(
     x0: torch.Tensor,
     target: str,
     reference: str,
+    *,
     loss: str = "directional",
     steps: int = 100,
     lr: float = 0.01,

@@ -3,7 +3,7 @@
 Every function takes any noise predictor ``eps(x, t) -> tensor`` (``x`` (N, C, H, W), ``t`` a (N,) long
 tensor): a diffusers ``UNet2DModel`` wrapped by :func:`dclip.load_diffusion`, a closed-form model, a lambda.
 
-Time convention (the authors' grid, :func:`dclip.schedule.time_sequence`): generation walks
+Time convention (the authors' grid, :class:`dclip.schedule.TimeGrid`): generation walks
 ``tau_S = t0 -> ... -> tau_1 = 0 -> -1`` and inversion walks the same grid upwards from the clean image at
 ``-1`` (``alpha_bar(-1) = 1``); both take S steps. The noise predictor is never asked about ``t = -1``: the
 step that leaves the clean image evaluates it at ``t = 0``, its first trained time.
@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import numbers
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from dclip.progress import progress_bar
-from dclip.schedule import Schedule, check_generator, time_sequence
+from dclip.schedule import Schedule, TimeGrid, check_generator
 
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -42,7 +43,7 @@ def nonnegative_images_ok() -> Iterator[None]:
         _NONNEGATIVE_OK = before
 
 
-def check_image(x: torch.Tensor, name: str = "image", tol: float = 0.05) -> None:
+def check_image(x: torch.Tensor, name: str = "image", *, tol: float = 0.05) -> None:
     """Raise a clear ``ValueError`` unless ``x`` is a non-empty (N, C, H, W) float tensor of finite values in
     [-1, 1] (+- ``tol``). A photo-like RGB image (:data:`MIN_PHOTO_PIXELS` pixels or more) with no value below 0
     but some above it is taken for a [0, 1] image (a photo in [-1, 1] has dark pixels) and refused, unless inside
@@ -113,18 +114,28 @@ def sigma(alpha_bar_t: float, alpha_bar_next: float, eta: float) -> float:
     return eta * ((1 - alpha_bar_next) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_next)) ** 0.5
 
 
+class DDIMStepOutput(NamedTuple):
+    """One step's outputs (as diffusers' ``DDIMSchedulerOutput``): ``x_next`` (the sample at ``t_next``) and
+    ``x0_pred`` (``f_theta(x_t, t)``, Eq. 6); a tuple, so ``x_next, x0_pred = ddim_step(...)`` works."""
+
+    x_next: torch.Tensor
+    x0_pred: torch.Tensor
+
+
 def ddim_step(
     eps_model: NoisePredictor,
     x_t: torch.Tensor,
     t: int,
     t_next: int,
     schedule: Schedule,
+    *,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     eps: torch.Tensor | None = None,
     clip_x0: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step of the generalized process (Eq. 5/23) from time ``t`` to ``t_next``; returns ``(x_next, x0_pred)``.
+) -> DDIMStepOutput:
+    """One step of the generalized process (Eq. 5/23) from time ``t`` to ``t_next``; returns
+    :class:`DDIMStepOutput` ``(x_next, x0_pred)``.
 
     ``x_next = sqrt(a_next) f_theta(x_t, t) + sqrt(1 - a_next - sigma^2) eps_theta(x_t, t) + sigma z``.
     With ``eta = 0`` this is the deterministic DDIM step: Eq. 13 when ``t_next < t`` (generation) and
@@ -144,19 +155,28 @@ def ddim_step(
     x_next = a_next**0.5 * x0 + max(1 - a_next - s**2, 0.0) ** 0.5 * eps
     if s > 0:
         x_next = x_next + s * torch.randn(x_t.shape, generator=generator).to(x_t.device, x_t.dtype)
-    return x_next, x0
+    return DDIMStepOutput(x_next, x0)
 
 
-def generation_pairs(S: int, t0: int, T: int = 1000) -> list[tuple[int, int]]:
-    """The (t, t_next) steps of generation: ``(tau_S, tau_{S-1}), ..., (tau_1, -1)`` (S steps)."""
-    seq = time_sequence(S, t0, T)
-    return list(zip(reversed(seq), reversed([-1] + seq[:-1])))
+def generation_pairs(S: int, t0: int, T: int) -> list[tuple[int, int]]:
+    """The (t, t_next) steps of generation: ``(tau_S, tau_{S-1}), ..., (tau_1, -1)`` (S steps; T: the schedule's)."""
+    return TimeGrid(t0=t0, S=S, T=T).generation_pairs
 
 
-def inversion_pairs(S: int, t0: int, T: int = 1000) -> list[tuple[int, int]]:
-    """The (t, t_next) steps of inversion: ``(-1, tau_1), (tau_1, tau_2), ..., (tau_{S-1}, tau_S)`` (S steps)."""
-    seq = time_sequence(S, t0, T)
-    return list(zip([-1] + seq[:-1], seq))
+def inversion_pairs(S: int, t0: int, T: int) -> list[tuple[int, int]]:
+    """The (t, t_next) steps of inversion: ``(-1, tau_1), ..., (tau_{S-1}, tau_S)`` (S steps; T: the schedule's)."""
+    return TimeGrid(t0=t0, S=S, T=T).inversion_pairs
+
+
+def _grid(schedule: Schedule, t0: int | None, S: int | None, grid: TimeGrid | None, name: str) -> TimeGrid:
+    """``grid`` (built and checked once by the caller, on this schedule), or the grid of ``t0`` and ``S``."""
+    if grid is None:
+        if t0 is None or S is None:
+            raise TypeError(f"give t0 and {name}, or a grid (schedule.grid(t0=..., S=...))")
+        return schedule.grid(t0=t0, S=S)
+    if t0 is not None or S is not None or grid.T != schedule.T:
+        raise ValueError(f"give a grid (T={grid.T}) of this schedule (T={schedule.T}), or t0 and {name}: not both")
+    return grid
 
 
 def _run(
@@ -164,6 +184,7 @@ def _run(
     x: torch.Tensor,
     pairs: list[tuple[int, int]],
     schedule: Schedule,
+    *,
     eta: float,
     generator: torch.Generator | None,
     grad: bool,
@@ -179,12 +200,12 @@ def _run(
         for t, t_next in progress_bar(pairs, show=progress, desc=desc, leave=False):
             if checkpoint and torch.is_grad_enabled() and eta == 0:
                 x = _checkpoint(
-                    lambda y, a=t, b=t_next: ddim_step(eps_model, y, a, b, schedule, clip_x0=clip_x0)[0],
+                    lambda y, a=t, b=t_next: ddim_step(eps_model, y, a, b, schedule, clip_x0=clip_x0).x_next,
                     x,
                     use_reentrant=False,
                 )
             else:
-                x = ddim_step(eps_model, x, t, t_next, schedule, eta, generator, clip_x0=clip_x0)[0]
+                x = ddim_step(eps_model, x, t, t_next, schedule, eta=eta, generator=generator, clip_x0=clip_x0).x_next
     return x
 
 
@@ -192,28 +213,31 @@ def ddim_invert(
     eps_model: NoisePredictor,
     x0: torch.Tensor,
     schedule: Schedule,
-    t0: int,
-    S_for: int,
+    *,
+    t0: int | None = None,
+    S_for: int | None = None,
+    grid: TimeGrid | None = None,
     progress: bool = False,
     grad: bool = False,
 ) -> torch.Tensor:
     """Deterministic DDIM inversion (Eq. 12): encode images ``x0`` ([-1, 1], (N, C, H, W)) into latents ``x_t0``.
 
-    S_for steps over the grid of :func:`dclip.schedule.time_sequence`, batched. Returns (N, C, H, W).
+    S_for steps over the grid of :class:`dclip.schedule.TimeGrid` (``t0`` and ``S_for``, or a ``grid`` built
+    once), batched. Returns (N, C, H, W).
     """
     check_image(x0, "x0")
-    schedule.check_t0(t0)
+    grid = _grid(schedule, t0, S_for, grid, "S_for")
     return _run(
         eps_model,
         x0,
-        inversion_pairs(S_for, t0, schedule.T),
+        grid.inversion_pairs,
         schedule,
-        0.0,
-        None,
-        grad,
-        False,
-        progress,
-        f"DDIM inversion to t0={t0}",
+        eta=0.0,
+        generator=None,
+        grad=grad,
+        checkpoint=False,
+        progress=progress,
+        desc=f"DDIM inversion to t0={grid.t0}",
     )
 
 
@@ -221,8 +245,10 @@ def ddim_generate(
     eps_model: NoisePredictor,
     x_t0: torch.Tensor,
     schedule: Schedule,
-    t0: int,
-    S_gen: int,
+    *,
+    t0: int | None = None,
+    S_gen: int | None = None,
+    grid: TimeGrid | None = None,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     progress: bool = False,
@@ -235,24 +261,25 @@ def ddim_generate(
     ``grad=True`` keeps the graph through every step (fine-tuning, Alg. 1); ``checkpoint=True`` then
     recomputes each step's activations in the backward pass, so memory does not grow with S_gen.
     ``clip_x0`` clamps each predicted x0 to [-1, 1]: use it to sample from pure noise (t0 near T).
+    ``t0`` and ``S_gen``, or a ``grid`` built once (:class:`dclip.schedule.TimeGrid`).
     Returns images (N, C, H, W), nominally in [-1, 1] (not clipped).
     """
     check_batch(x_t0, "x_t0")
-    schedule.check_t0(t0)
+    grid = _grid(schedule, t0, S_gen, grid, "S_gen")
     check_eta(eta)
     check_generator(generator)
     return _run(
         eps_model,
         x_t0,
-        generation_pairs(S_gen, t0, schedule.T),
+        grid.generation_pairs,
         schedule,
-        eta,
-        generator,
-        grad,
-        checkpoint,
-        progress,
-        f"DDIM generation from t0={t0}",
-        clip_x0,
+        eta=eta,
+        generator=generator,
+        grad=grad,
+        checkpoint=checkpoint,
+        progress=progress,
+        desc=f"DDIM generation from t0={grid.t0}",
+        clip_x0=clip_x0,
     )
 
 
@@ -260,11 +287,12 @@ def reconstruct(
     eps_model: NoisePredictor,
     x0: torch.Tensor,
     schedule: Schedule,
+    *,
     t0: int,
     S_for: int,
     S_gen: int,
     progress: bool = False,
 ) -> torch.Tensor:
     """Invert then regenerate with the same model (Eq. 12 then Eq. 13): the round trip of Tables 1 and 4."""
-    x_t0 = ddim_invert(eps_model, x0, schedule, t0, S_for, progress)
-    return ddim_generate(eps_model, x_t0, schedule, t0, S_gen, progress=progress)
+    x_t0 = ddim_invert(eps_model, x0, schedule, t0=t0, S_for=S_for, progress=progress)
+    return ddim_generate(eps_model, x_t0, schedule, t0=t0, S_gen=S_gen, progress=progress)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -12,11 +13,16 @@ from dclip.ddim import check_eta, check_model_batch, ddim_generate, ddim_invert
 from dclip.ddpm import q_sample
 from dclip.models import DiffusionModel
 from dclip.noise_combination import Gammas, mix_noise_predictors, transition_gammas
-from dclip.schedule import check_generator, check_int
+from dclip.schedule import PAPER_STEPS, TimeGrid, check_generator, check_int
+
+if TYPE_CHECKING:
+    from dclip.finetune import Latents
 
 #: An edit whose values leave [-OUT_OF_RANGE, OUT_OF_RANGE] gets a warning: leaving [-1, 1] by a little is DDIM's
 #: few steps; by this much the generation was unstable (t0 near T with few steps).
 OUT_OF_RANGE = 3.0
+#: The DDIM steps of Alg. 4's return into the pretrained domain (the authors' 40).
+DOMAIN_STEPS = 40
 
 
 class UnstableEditWarning(UserWarning):
@@ -52,16 +58,38 @@ def _check_pair(base: DiffusionModel, tuned: DiffusionModel) -> None:
         )
 
 
+def _carried(x_t0: torch.Tensor | Latents | None, t0: int | None, S_for: int | None) -> tuple[int, int]:
+    """``(t0, S_for)``: those that :class:`dclip.finetune.Latents` carry, or the explicit ones (``S_for`` None: the
+    paper's). An explicit value that differs from what the latents carry is a ``ValueError``."""
+    if not hasattr(x_t0, "x_t0"):  # a tensor (checked later), or None: the explicit settings
+        if t0 is None:
+            raise ValueError("give t0 (the return step of Alg. 3), or latents (dclip.finetune.Latents) that carry it")
+        return t0, PAPER_STEPS.S_for if S_for is None else S_for
+    for name, given in (("t0", t0), ("S_for", S_for)):
+        carried = getattr(x_t0, name)
+        if given is not None and given != carried:
+            raise ValueError(
+                f"{name}={given!r} differs from the latents' {name}={carried} (they were inverted with it): leave "
+                f"{name} out, or pass latents inverted with {name}={given}"
+            )
+    return x_t0.t0, x_t0.S_for
+
+
 def _latents(
-    base: DiffusionModel, images: torch.Tensor | None, x_t0: torch.Tensor | None, t0: int, S_for: int, progress: bool
+    base: DiffusionModel,
+    images: torch.Tensor | None,
+    x_t0: torch.Tensor | Latents | None,
+    *,
+    grid: TimeGrid,
+    progress: bool,
 ) -> torch.Tensor:
     """The given latents ``x_t0`` (checked against ``base``'s image size, moved to its device), or those of
-    ``images`` by DDIM inversion with the pretrained ``base`` (Eq. 12). Given both, they must be as many: the
-    latents are used and the images only checked."""
-    base.schedule.check_t0(t0)
+    ``images`` by DDIM inversion with the pretrained ``base`` (Eq. 12) on ``grid``. Given both, they must be as
+    many: the latents are used and the images only checked."""
     if images is not None:
         base.check_images(images)
     if x_t0 is not None:
+        x_t0 = x_t0.x_t0 if hasattr(x_t0, "x_t0") else x_t0  # Latents, or a tensor
         check_model_batch(x_t0, base.image_size, "x_t0")
         if images is not None and len(images) != len(x_t0):
             raise ValueError(
@@ -71,30 +99,35 @@ def _latents(
         return x_t0.to(base.device)
     if images is None:
         raise ValueError("give images to invert, or their latents x_t0")
-    return ddim_invert(base, images.to(base.device), base.schedule, t0, S_for, progress=progress)
+    return ddim_invert(base, images.to(base.device), base.schedule, grid=grid, progress=progress)
 
 
 def manipulate(
     base: DiffusionModel,
     tuned: DiffusionModel,
-    images: torch.Tensor | None,
-    t0: int,
-    S_for: int = 40,
-    S_gen: int = 6,
-    x_t0: torch.Tensor | None = None,
+    images: torch.Tensor | None = None,
+    *,
+    t0: int | None = None,
+    S_for: int | None = None,
+    S_gen: int = PAPER_STEPS.S_gen,
+    x_t0: torch.Tensor | Latents | None = None,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """Alg. 3: invert ``images`` with the pretrained ``base`` (Eq. 12, S_for steps), regenerate with the fine-tuned
-    ``tuned`` (Eq. 13, S_gen steps). Pass ``x_t0`` to reuse latents; ``eta > 0`` is stochastic manipulation (F.5)."""
+    ``tuned`` (Eq. 13, S_gen steps). Pass ``x_t0`` to reuse latents: :class:`dclip.finetune.Latents` bring their
+    t0 and S_for (an explicit one that differs is an error); ``S_for`` None: the paper's. ``eta > 0`` is stochastic
+    manipulation (F.5)."""
     _check_pair(base, tuned)
+    t0, S_for = _carried(x_t0, t0, S_for)
     check_int(S_for, "S_for", minimum=1)
     check_int(S_gen, "S_gen", minimum=1)
     check_eta(eta)
     check_generator(generator)
-    x_t0 = _latents(base, images, x_t0, t0, S_for, progress)
-    x = ddim_generate(tuned, x_t0, tuned.schedule, t0, S_gen, eta=eta, generator=generator, progress=progress)
+    generation = base.schedule.grid(t0=t0, S=S_gen)
+    x_t0 = _latents(base, images, x_t0, grid=generation.with_steps(S_for), progress=progress)
+    x = ddim_generate(tuned, x_t0, tuned.schedule, grid=generation, eta=eta, generator=generator, progress=progress)
     steps = f"S_gen={S_gen}" if images is None else f"S_for={S_for}, S_gen={S_gen}"
     return _warn_if_unstable(x, "Alg. 3", t0, base.schedule.T, steps)
 
@@ -102,8 +135,9 @@ def manipulate(
 def to_pretrained_domain(
     base: DiffusionModel,
     images: torch.Tensor,
+    *,
     t0: int = 500,
-    S_gen: int = 40,
+    S_gen: int = DOMAIN_STEPS,
     k_ddpm: int = 1,
     generator: torch.Generator | None = None,
     progress: bool = False,
@@ -111,8 +145,8 @@ def to_pretrained_domain(
     """Alg. 4, first part: ``k_ddpm`` rounds of stochastic DDPM forward to ``t0`` (Eq. 1) and DDIM reverse with
     the pretrained model (Eq. 13): brings unseen-domain images or strokes into the model's domain."""
     base.check_images(images)
-    base.schedule.check_t0(t0)
     check_int(S_gen, "S_gen", minimum=1)
+    grid = base.schedule.grid(t0=t0, S=S_gen)
     check_generator(generator)
     try:
         check_int(k_ddpm, "k_ddpm", minimum=1)
@@ -121,7 +155,7 @@ def to_pretrained_domain(
     x = images.to(base.device)
     for _ in range(k_ddpm):
         x_t0 = q_sample(x, t0, base.schedule, generator=generator)
-        x = ddim_generate(base, x_t0, base.schedule, t0, S_gen, progress=progress).clamp(-1, 1)
+        x = ddim_generate(base, x_t0, base.schedule, grid=grid, progress=progress).clamp(-1, 1)
     return x
 
 
@@ -129,9 +163,10 @@ def translate(
     base: DiffusionModel,
     tuned: DiffusionModel,
     images: torch.Tensor,
+    *,
     t0: int,
-    S_for: int = 40,
-    S_gen: int = 6,
+    S_for: int = PAPER_STEPS.S_for,
+    S_gen: int = PAPER_STEPS.S_gen,
     t0_ddpm: int = 500,
     k_ddpm: int = 1,
     generator: torch.Generator | None = None,
@@ -147,36 +182,48 @@ def translate(
     check_int(S_for, "S_for", minimum=1)
     check_int(S_gen, "S_gen", minimum=1)
     check_generator(generator)
-    x0_prime = to_pretrained_domain(base, images, t0_ddpm, 40, k_ddpm, generator, progress)
-    return x0_prime, manipulate(base, tuned, x0_prime, t0, S_for, S_gen, progress=progress)
+    x0_prime = to_pretrained_domain(
+        base, images, t0=t0_ddpm, S_gen=DOMAIN_STEPS, k_ddpm=k_ddpm, generator=generator, progress=progress
+    )
+    return x0_prime, manipulate(base, tuned, x0_prime, t0=t0, S_for=S_for, S_gen=S_gen, progress=progress)
 
 
 def combine(
     base: DiffusionModel,
     tuned: Sequence[DiffusionModel],
     gammas: Gammas,
-    images: torch.Tensor | None,
-    t0: int,
-    S_for: int = 40,
-    S_gen: int = 6,
-    x_t0: torch.Tensor | None = None,
+    images: torch.Tensor | None = None,
+    t0: int | None = None,
+    *,
+    S_for: int | None = None,
+    S_gen: int = PAPER_STEPS.S_gen,
+    x_t0: torch.Tensor | Latents | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """Alg. 5, multi-attribute transfer: invert with ``base``, then generate with ``sum_i gamma_i(t) eps_i``
-    (Eq. 14)."""
+    (Eq. 14). ``x_t0``, ``t0`` and ``S_for`` as for :func:`manipulate`. ``t0`` may also be given by position, after
+    ``images``."""
     for m in tuned:
         _check_pair(base, m)
+    t0, S_for = _carried(x_t0, t0, S_for)
     check_int(S_for, "S_for", minimum=1)
     check_int(S_gen, "S_gen", minimum=1)
+    generation = base.schedule.grid(t0=t0, S=S_gen)
     mixed = mix_noise_predictors(list(tuned), gammas)
-    x_t0 = _latents(base, images, x_t0, t0, S_for, progress)
-    x = ddim_generate(mixed, x_t0, base.schedule, t0, S_gen, progress=progress)
+    x_t0 = _latents(base, images, x_t0, grid=generation.with_steps(S_for), progress=progress)
+    x = ddim_generate(mixed, x_t0, base.schedule, grid=generation, progress=progress)
     steps = f"S_gen={S_gen}" if images is None else f"S_for={S_for}, S_gen={S_gen}"
     return _warn_if_unstable(x, "Alg. 5", t0, base.schedule.T, steps)
 
 
 def transition(
-    base: DiffusionModel, tuned: DiffusionModel, gamma: float, x_t0: torch.Tensor, t0: int, S_gen: int = 6
+    base: DiffusionModel,
+    tuned: DiffusionModel,
+    gamma: float,
+    x_t0: torch.Tensor | Latents,
+    *,
+    t0: int | None = None,
+    S_gen: int = PAPER_STEPS.S_gen,
 ) -> torch.Tensor:
     """Alg. 5 with the pretrained and one fine-tuned model: ``gamma = 0`` is the plain reconstruction, 1 the edit."""
-    return combine(base, [base, tuned], transition_gammas(gamma), None, t0, S_gen=S_gen, x_t0=x_t0)
+    return combine(base, [base, tuned], transition_gammas(gamma), t0=t0, S_gen=S_gen, x_t0=x_t0)

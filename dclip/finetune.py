@@ -2,7 +2,7 @@
 
 latents = precompute_latents(model, images, t0=500, S_for=40)      # Alg. 1, step 1 (cached on disk)
 result = finetune(model, clip, latents, FinetuneConfig("angry face", "face", t0=500))
-edited = manipulate(model, result.model, images, t0=500)            # Alg. 3 (dclip.editing)
+edited = manipulate(model, result.model, x_t0=latents)             # Alg. 3 (dclip.editing), t0 from the latents
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from dclip.cache import (
     tensor_checksum,
 )
 from dclip.clip import CLIP
-from dclip.ddim import check_image, check_model_batch, ddim_generate, ddim_invert, ddim_step, generation_pairs
+from dclip.ddim import check_image, check_model_batch, ddim_generate, ddim_invert, ddim_step
 from dclip.losses import (
     DIRECTION_FORMS,
     IdentityTerm,
@@ -47,7 +47,7 @@ from dclip.losses import (
 )
 from dclip.models import DiffusionModel
 from dclip.progress import progress_bar
-from dclip.schedule import check_int
+from dclip.schedule import PAPER_STEPS, check_int
 
 
 def fingerprint(model: torch.nn.Module) -> str:
@@ -86,8 +86,9 @@ class Latents:
 def precompute_latents(
     model: DiffusionModel,
     images: torch.Tensor,
+    *,
     t0: int,
-    S_for: int = 40,
+    S_for: int = PAPER_STEPS.S_for,
     cache_dir: str | Path | None = "default",
     batch_size: int = 64,
     progress: bool = True,
@@ -103,8 +104,8 @@ def precompute_latents(
     error and never cached.
     """
     model.check_images(images)
-    model.schedule.check_t0(t0)
     check_int(S_for, "S_for", minimum=1)
+    grid = model.schedule.grid(t0=t0, S=S_for)
     check_int(batch_size, "batch_size", minimum=1)
     base = fingerprint(model)
     key = hashlib.sha1(f"{base}|{t0}|{S_for}".encode() + images.float().cpu().numpy().tobytes())
@@ -127,7 +128,7 @@ def precompute_latents(
     if folder is not None:
         ensure_writable(folder)
     chunks = [
-        ddim_invert(model, c, model.schedule, t0, S_for, progress=progress)
+        ddim_invert(model, c, model.schedule, grid=grid, progress=progress)
         for c in images.to(model.device).split(batch_size)
     ]
     x_t0 = torch.cat(chunks).cpu().contiguous()
@@ -173,7 +174,7 @@ class FinetuneConfig:
     target: str
     reference: str
     t0: int
-    S_gen: int = 6
+    S_gen: int = PAPER_STEPS.S_gen
     lambda_l1: float = 0.3
     lambda_id: float = 0.0
     lambda_clip: float = 1.0
@@ -215,7 +216,7 @@ class FinetuneConfig:
         if not self.lr > 0 or not self.lr_gamma > 0:
             raise ValueError(f"lr={self.lr} and lr_gamma={self.lr_gamma} must be > 0")
         check_templates(self.templates)
-        if self.S_gen > self.t0 + 1:  # as time_sequence would, once here so that the cache key is the same
+        if self.S_gen > self.t0 + 1:  # as TimeGrid would, once here so that the cache key is the same
             warnings.warn(f"S_gen={self.S_gen} > t0 + 1 would repeat times: using S_gen={self.t0 + 1}", stacklevel=3)
             self.S_gen = self.t0 + 1
         if self.algorithm not in (1, 2):
@@ -289,6 +290,7 @@ def finetune(
     latents: Latents,
     cfg: FinetuneConfig,
     identity: IdentityTerm | None = None,
+    *,
     callback: Callback | None = None,
     progress: bool = True,
     init: DiffusionModel | None = None,
@@ -312,7 +314,7 @@ def finetune(
         raise ValueError(f"latents must be dclip.finetune.Latents (precompute_latents), got {type(latents).__name__}")
     if latents.t0 != cfg.t0:
         raise ValueError(f"the latents were inverted to t0={latents.t0} but the config asks t0={cfg.t0}")
-    model.schedule.check_t0(cfg.t0)
+    grid = model.schedule.grid(t0=cfg.t0, S=cfg.S_gen)
     model.check_images(latents.x0)
     check_model_batch(latents.x_t0, model.image_size, "latents.x_t0")
     if cfg.lambda_id > 0 and identity is None:
@@ -327,7 +329,7 @@ def finetune(
     opt = torch.optim.Adam(tuned.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_every, gamma=cfg.lr_gamma)
     delta_t = text_direction(clip, cfg.target, cfg.reference, cfg.templates).to(device)
-    pairs = generation_pairs(cfg.S_gen, cfg.t0, model.schedule.T)
+    pairs = grid.generation_pairs
     gen = torch.Generator().manual_seed(cfg.seed)  # the batch order
     views = torch.Generator().manual_seed(cfg.seed)  # the CLIP views (augment_pairs)
     history: list[dict] = []
@@ -371,7 +373,7 @@ def finetune(
                     eps_model = tuned if cfg.recurrent_gradient else lambda x_t, t: tuned(x_t.detach(), t)
                     with autocast:
                         x_gen = ddim_generate(
-                            eps_model, x, model.schedule, cfg.t0, cfg.S_gen, grad=True, checkpoint=cfg.checkpoint
+                            eps_model, x, model.schedule, grid=grid, grad=True, checkpoint=cfg.checkpoint
                         )
                         loss_terms = objective(clip, x_gen.float(), x0, delta_t, cfg, identity, generator=views)
                     step(*loss_terms, epoch)
@@ -498,6 +500,7 @@ def finetune_or_load(
     latents: Latents,
     cfg: FinetuneConfig,
     identity: IdentityTerm | None = None,
+    *,
     cache_dir: str | Path = "default",
     progress: bool = True,
     callback: Callback | None = None,
@@ -524,7 +527,7 @@ def finetune_or_load(
             tuned.unet.load_state_dict(cached[0])
             return tuned.eval()
     ensure_writable(folder)
-    result = finetune(model, clip, latents, cfg, identity, callback, progress=progress)
+    result = finetune(model, clip, latents, cfg, identity, callback=callback, progress=progress)
     try:
         save_finetuned(result, path, key=key)
     except OSError as e:

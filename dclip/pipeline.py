@@ -50,17 +50,17 @@ class DiffusionCLIP:
     def training_images(self, n: int | None = None) -> torch.Tensor:
         return self.world.training_images(n)
 
-    def latents(self, images: torch.Tensor, t0: int, S_for: int | None = None, progress: bool = False) -> Latents:
+    def latents(self, images: torch.Tensor, t0: int, S_for: int | None = None, *, progress: bool = False) -> Latents:
         """DDIM latents of ``images`` (Eq. 12), cached on disk; ``S_for`` None: the world's fine-tuning S_for."""
-        S_for = self.world.settings.train_steps[0] if S_for is None else S_for
+        S_for = self.world.settings.train_steps.S_for if S_for is None else S_for
         check_int(S_for, "S_for", minimum=1)
-        return precompute_latents(self.model, images, t0, S_for, progress=progress)
+        return precompute_latents(self.model, images, t0=t0, S_for=S_for, progress=progress)
 
     def config(self, name: str, **overrides) -> FinetuneConfig:
         """The fine-tuning settings of recipe ``name`` in this world (``algorithm=2`` adds the world's Alg. 2
         settings); keyword arguments override them. Without an identity term lambda_ID is 0, with a warning."""
         r, s = self.recipe(name), self.world.settings
-        settings = {"S_gen": s.train_steps[1], **s.finetune}
+        settings = {"S_gen": s.train_steps.S_gen, **s.finetune}
         if overrides.get("algorithm") == 2:
             settings.update(s.finetune_alg2)
         settings.update(overrides)
@@ -76,6 +76,7 @@ class DiffusionCLIP:
     def finetuned(
         self,
         name: str,
+        *,
         progress: bool = True,
         callback: Callback | None = None,
         force: bool = False,
@@ -100,13 +101,13 @@ class DiffusionCLIP:
             self._tuned.pop(next(iter(self._tuned)))
         return self._tuned[key]
 
-    def edit(self, images: torch.Tensor, name: str, progress: bool = True) -> torch.Tensor:
+    def edit(self, images: torch.Tensor, name: str, *, progress: bool = True) -> torch.Tensor:
         """Alg. 3 with the recipe's t0 and the world's test steps: the edited ``images``, clamped to [-1, 1].
         The images are checked before any fine-tuning starts."""
         self.model.check_images(images)
         recipe = self.recipe(name)
         tuned = self.finetuned(name, progress=progress)
-        S_for, S_gen = self.world.settings.test_steps
-        x_t0 = self.latents(images, recipe.t0, S_for, progress=progress).x_t0
+        steps = self.world.settings.test_steps
+        latents = self.latents(images, recipe.t0, steps.S_for, progress=progress)
         with torch.no_grad():
-            return manipulate(self.model, tuned, None, recipe.t0, S_gen=S_gen, x_t0=x_t0).clamp(-1, 1)
+            return manipulate(self.model, tuned, x_t0=latents, S_gen=steps.S_gen).clamp(-1, 1)

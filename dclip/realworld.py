@@ -72,7 +72,9 @@ def sample_images(
     chunks = []
     with torch.no_grad():
         for x_T in progress_bar(noise.split(batch_size), show=progress, desc=f"sampling {n} images of {model.name}"):
-            x = ddim_generate(model, x_T.to(model.device), model.schedule, model.schedule.T - 1, steps, clip_x0=True)
+            x = ddim_generate(
+                model, x_T.to(model.device), model.schedule, t0=model.schedule.T - 1, S_gen=steps, clip_x0=True
+            )
             chunks.append(x.clamp(-1, 1).float().cpu())
     images = torch.cat(chunks)
     if path is not None and torch.isfinite(images).all():

@@ -199,14 +199,14 @@ class ReconstructionExplorer:
     def latent(self, t0: int, S_for: int) -> torch.Tensor:
         if (t0, S_for) not in self._latents:
             with torch.no_grad():
-                self._latents[(t0, S_for)] = ddim_invert(self.model, self.x0, self.model.schedule, t0, S_for)
+                self._latents[(t0, S_for)] = ddim_invert(self.model, self.x0, self.model.schedule, t0=t0, S_for=S_for)
         return self._latents[(t0, S_for)]
 
     def __call__(self, t0: int, S_for: int, S_gen: int) -> tuple[torch.Tensor, float]:
         """The reconstruction and its MAE (images in [0, 1])."""
         with torch.no_grad():
-            rec = ddim_generate(self.model, self.latent(t0, S_for), self.model.schedule, t0, S_gen).clamp(-1, 1)
-        return rec, ((rec - self.x0).abs() / 2).mean().item()
+            rec = ddim_generate(self.model, self.latent(t0, S_for), self.model.schedule, t0=t0, S_gen=S_gen)
+        return rec.clamp(-1, 1), ((rec.clamp(-1, 1) - self.x0).abs() / 2).mean().item()
 
 
 def reconstruction_control(explorer: ReconstructionExplorer, *, n_show: int = 6) -> Control:
@@ -248,8 +248,8 @@ class EtaExplorer:
                     self.model,
                     self.x_t,
                     self.model.schedule,
-                    self.t,
-                    self.S,
+                    t0=self.t,
+                    S_gen=self.S,
                     eta=key[0],
                     clip_x0=self.clip_x0,
                     generator=g,
@@ -301,9 +301,9 @@ class EditExplorer:
     def __call__(self, t0: int) -> EditAtT0:
         if t0 not in self._cache:
             with torch.no_grad():
-                x_t0 = ddim_invert(self.base, self.x0, self.base.schedule, t0, self.S_for)
-                rec = ddim_generate(self.base, x_t0, self.base.schedule, t0, self.S_gen).clamp(-1, 1)
-                edit = manipulate(self.base, self.tuned, None, t0, S_gen=self.S_gen, x_t0=x_t0).clamp(-1, 1)
+                x_t0 = ddim_invert(self.base, self.x0, self.base.schedule, t0=t0, S_for=self.S_for)
+                rec = ddim_generate(self.base, x_t0, self.base.schedule, t0=t0, S_gen=self.S_gen).clamp(-1, 1)
+                edit = manipulate(self.base, self.tuned, None, t0=t0, S_gen=self.S_gen, x_t0=x_t0).clamp(-1, 1)
             self._cache[t0] = EditAtT0(t0, rec, edit, ((edit - self.x0).abs() / 2).mean().item())
         return self._cache[t0]
 
@@ -335,7 +335,7 @@ class StrokeExplorer:
         if t0 not in self._cache:
             g = torch.Generator().manual_seed(self.seed)
             with torch.no_grad():
-                self._cache[t0] = to_pretrained_domain(self.base, self.strokes, t0, self.S_gen, generator=g)
+                self._cache[t0] = to_pretrained_domain(self.base, self.strokes, t0=t0, S_gen=self.S_gen, generator=g)
         return self._cache[t0]
 
 
@@ -381,7 +381,7 @@ class SwitchExplorer:
                     [self.first, self.second],
                     self.gammas(t_switch),
                     None,
-                    self.t0,
+                    t0=self.t0,
                     S_gen=self.S_gen,
                     x_t0=self.x_t0,
                 )
@@ -449,7 +449,9 @@ class StochasticEditExplorer:
     def __call__(self, eta: float, seed: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            x = manipulate(self.base, self.tuned, None, self.t0, S_gen=self.S_gen, x_t0=self.x_t0, eta=eta, generator=g)
+            x = manipulate(
+                self.base, self.tuned, None, t0=self.t0, S_gen=self.S_gen, x_t0=self.x_t0, eta=eta, generator=g
+            )
         return x.clamp(-1, 1)
 
 
@@ -489,7 +491,7 @@ class FinetuneMonitor:
             self.snapshots[iteration] = copy.deepcopy(tuned).eval().requires_grad_(False)
         if iteration == 1 or iteration % self.every == 0:
             with torch.no_grad():
-                x = ddim_generate(tuned, self.x_t0, tuned.schedule, self.t0, self.S_gen)
+                x = ddim_generate(tuned, self.x_t0, tuned.schedule, t0=self.t0, S_gen=self.S_gen)
             self.previews[f"step {iteration}"] = x.clamp(-1, 1).cpu()
             if self.live:
                 import matplotlib.pyplot as plt

@@ -27,7 +27,7 @@ from dclip.device import default_device
 from dclip.losses import IdentityTerm
 from dclip.models import DiffusionModel, load_diffusion
 from dclip.recipes import Recipe, get_recipe, recipes_for
-from dclip.schedule import check_int
+from dclip.schedule import Steps, check_int
 
 #: Every world by name: the core's table and the plug-ins' entries (:func:`dclip.registry.table`).
 WORLDS = registry.table("world")
@@ -54,8 +54,8 @@ METRICS: dict[str, str] = {
 class Settings:
     """A world's settings, flat (``configs/worlds.json``): step counts, fine-tuning settings and size knobs."""
 
-    train_steps: tuple[int, int]  # (S_for, S_gen) while fine-tuning (Alg. 1)
-    test_steps: tuple[int, int]  # (S_for, S_gen) when editing (Alg. 3)
+    train_steps: Steps  # (S_for, S_gen) while fine-tuning (Alg. 1)
+    test_steps: Steps  # (S_for, S_gen) when editing (Alg. 3)
     n_train: int  # N precomputed latents (Alg. 1, step 1)
     finetune: dict  # FinetuneConfig settings beyond the recipe's (lr, epochs, batch size, ...)
     finetune_alg2: dict  # what Alg. 2 changes of them on this world
@@ -68,7 +68,7 @@ class Settings:
     @classmethod
     def from_dict(cls, d: dict) -> Settings:
         d = dict(d)
-        d["train_steps"], d["test_steps"] = tuple(d["train_steps"]), tuple(d["test_steps"])
+        d["train_steps"], d["test_steps"] = Steps(*d["train_steps"]), Steps(*d["test_steps"])
         d["n_sweep"] = tuple(tuple(row) for row in d.get("n_sweep", ()))
         d["table_steps"] = tuple(d.get("table_steps", (6, 40, 200)))
         return cls(**d)

@@ -17,7 +17,7 @@ from dclip.widgets import CombinationExplorer, FinetuneMonitor
 
 @pytest.fixture(scope="module")
 def latents(base, images):
-    return precompute_latents(base, images, 300, 4, cache_dir=None, progress=False)
+    return precompute_latents(base, images, t0=300, S_for=4, cache_dir=None, progress=False)
 
 
 def _loss(clip, x, x0, d):
@@ -27,8 +27,8 @@ def _loss(clip, x, x0, d):
 def test_latent_optimization_lowers_the_loss_and_leaves_the_weights_alone(base, latents):
     clip, before = FakeCLIP(), fingerprint(base)
     d = text_direction(clip, "angry face", "face")
-    start = ddim_generate(base, latents.x_t0, base.schedule, 300, 3)
-    edit = latent_optimization(base, clip, latents.x0, latents.x_t0, d, 300, S_gen=3, steps=15, lr=0.05, lambda_l1=0)
+    start = ddim_generate(base, latents.x_t0, base.schedule, t0=300, S_gen=3)
+    edit = latent_optimization(base, clip, latents.x0, latents.x_t0, d, t0=300, S_gen=3, steps=15, lr=0.05, lambda_l1=0)
     assert _loss(clip, edit, latents.x0, d) < _loss(clip, start, latents.x0, d) - 0.05
     assert fingerprint(base) == before and all(p.grad is None for p in base.parameters())
 
@@ -36,18 +36,20 @@ def test_latent_optimization_lowers_the_loss_and_leaves_the_weights_alone(base, 
 def test_clip_guided_sampling_moves_along_the_text_and_scale_zero_is_plain_ddim(base, latents):
     clip = FakeCLIP()
     d = text_direction(clip, "angry face", "face")
-    plain = ddim_generate(base, latents.x_t0, base.schedule, 300, 3)
-    assert torch.allclose(clip_guided_sampling(base, clip, latents.x0, latents.x_t0, d, 300, 3, scale=0.0), plain)
-    guided = clip_guided_sampling(base, clip, latents.x0, latents.x_t0, d, 300, 3, scale=50.0, lambda_l1=0)
+    plain = ddim_generate(base, latents.x_t0, base.schedule, t0=300, S_gen=3)
+    assert torch.allclose(
+        clip_guided_sampling(base, clip, latents.x0, latents.x_t0, d, t0=300, S_gen=3, scale=0.0), plain
+    )
+    guided = clip_guided_sampling(base, clip, latents.x0, latents.x_t0, d, t0=300, S_gen=3, scale=50.0, lambda_l1=0)
     assert _loss(clip, guided, latents.x0, d) < _loss(clip, plain, latents.x0, d) - 0.05
 
 
 def test_sdedit_is_seeded_and_checks_t0(base, images):
-    a = sdedit(base, images, 300, 3, generator=torch.Generator().manual_seed(0))
-    b = sdedit(base, images, 300, 3, generator=torch.Generator().manual_seed(0))
+    a = sdedit(base, images, t0=300, S_gen=3, generator=torch.Generator().manual_seed(0))
+    b = sdedit(base, images, t0=300, S_gen=3, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b) and a.shape == images.shape
     with pytest.raises(ValueError, match="t0"):
-        sdedit(base, images, 1000, 3)
+        sdedit(base, images, t0=1000, S_gen=3)
 
 
 def test_pixel_optimization_global_loss_pulls_images_together(images):
@@ -76,11 +78,39 @@ def test_finetune_or_load_trains_once_then_loads(base, latents, tmp_path):
     cfg = FinetuneConfig("angry face", "face", t0=300, S_gen=2, lr=1e-3, epochs=1, batch_size=2, lambda_id=0.5)
     identity = functools.partial(lowpass_identity, size=4)
     calls = []
-    first = finetune_or_load(base, FakeCLIP(), latents, cfg, identity, tmp_path, False, lambda *a: calls.append(1))
-    again = finetune_or_load(base, FakeCLIP(), latents, cfg, identity, tmp_path, False, lambda *a: calls.append(1))
+    first = finetune_or_load(
+        base,
+        FakeCLIP(),
+        latents,
+        cfg,
+        identity,
+        cache_dir=tmp_path,
+        progress=False,
+        callback=lambda *a: calls.append(1),
+    )
+    again = finetune_or_load(
+        base,
+        FakeCLIP(),
+        latents,
+        cfg,
+        identity,
+        cache_dir=tmp_path,
+        progress=False,
+        callback=lambda *a: calls.append(1),
+    )
     assert len(calls) == 2 and fingerprint(first) == fingerprint(again)  # the second call loaded, no steps
     assert len(list(tmp_path.glob("*.safetensors"))) == 1
-    finetune_or_load(base, FakeCLIP(), latents, cfg, identity, tmp_path, False, lambda *a: calls.append(1), force=True)
+    finetune_or_load(
+        base,
+        FakeCLIP(),
+        latents,
+        cfg,
+        identity,
+        cache_dir=tmp_path,
+        progress=False,
+        callback=lambda *a: calls.append(1),
+        force=True,
+    )
     assert len(calls) == 4
 
 
@@ -98,10 +128,10 @@ def test_monitor_records_losses_previews_and_snapshots(base, latents):
 def test_combination_explorer_weights_sum_to_one(base, latents):
     other = small_model(seed=5)
     explorer = CombinationExplorer(base, {"other": other}, latents.x_t0, 300, S_gen=3)
-    plain = ddim_generate(base, latents.x_t0, base.schedule, 300, 3).clamp(-1, 1)
+    plain = ddim_generate(base, latents.x_t0, base.schedule, t0=300, S_gen=3).clamp(-1, 1)
     assert torch.equal(explorer({"other": 0.0}), plain)
     assert torch.allclose(
-        explorer({"other": 1.0}), ddim_generate(other, latents.x_t0, base.schedule, 300, 3).clamp(-1, 1)
+        explorer({"other": 1.0}), ddim_generate(other, latents.x_t0, base.schedule, t0=300, S_gen=3).clamp(-1, 1)
     )
     with pytest.raises(ValueError, match="no fine-tuned model named"):
         explorer({"angry": 1.0})

@@ -31,7 +31,7 @@ def _nan_pixel(images: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def latents(base, images) -> Latents:
-    return precompute_latents(base, images, 300, 2, cache_dir=None, progress=False)
+    return precompute_latents(base, images, t0=300, S_for=2, cache_dir=None, progress=False)
 
 
 # --- non-finite values -------------------------------------------------------------------------------------
@@ -41,11 +41,11 @@ def test_one_nan_pixel_is_a_clear_error_everywhere_images_enter(base, images):
     bad = _nan_pixel(images)
     calls = [
         lambda: check_image(bad),
-        lambda: manipulate(base, base, bad, 300, S_gen=2),
-        lambda: precompute_latents(base, bad, 300, 2, cache_dir=None),
-        lambda: translate(base, base, bad, 300, S_gen=2),
-        lambda: manipulate(base, base, None, 300, S_gen=2, x_t0=bad),
-        lambda: ddim_generate(base, bad, base.schedule, 300, 2),
+        lambda: manipulate(base, base, bad, t0=300, S_gen=2),
+        lambda: precompute_latents(base, bad, t0=300, S_for=2, cache_dir=None),
+        lambda: translate(base, base, bad, t0=300, S_gen=2),
+        lambda: manipulate(base, base, None, t0=300, S_gen=2, x_t0=bad),
+        lambda: ddim_generate(base, bad, base.schedule, t0=300, S_gen=2),
     ]
     for call in calls:
         with pytest.raises(ValueError, match="holds 1 non-finite values"):
@@ -54,12 +54,12 @@ def test_one_nan_pixel_is_a_clear_error_everywhere_images_enter(base, images):
 
 def test_nan_settings_are_clear_errors(base, latents):
     with pytest.raises(ValueError, match="eta=nan must be a finite number"):
-        manipulate(base, base, None, 300, S_gen=2, x_t0=latents.x_t0, eta=float("nan"))
+        manipulate(base, base, None, t0=300, S_gen=2, x_t0=latents.x_t0, eta=float("nan"))
     with pytest.raises(ValueError, match="gamma_i must be finite"):
-        combine(base, [base, base], [float("nan"), 1.0], None, 300, S_gen=2, x_t0=latents.x_t0)
+        combine(base, [base, base], [float("nan"), 1.0], None, t0=300, S_gen=2, x_t0=latents.x_t0)
     mixed = mix_noise_predictors([base, base], lambda t: [float("nan"), 1.0])
     with pytest.raises(ValueError, match="gamma_i must be finite"):
-        ddim_generate(mixed, latents.x_t0, base.schedule, 300, 2)
+        ddim_generate(mixed, latents.x_t0, base.schedule, t0=300, S_gen=2)
     for name in ("lambda_l1", "lambda_id", "lambda_clip", "lr"):
         with pytest.raises(ValueError, match=f"{name}=nan must be a finite number"):
             FinetuneConfig("a", "b", t0=300, **{name: float("nan")})
@@ -70,9 +70,9 @@ def test_nan_settings_are_clear_errors(base, latents):
 
 def test_images_and_latents_must_agree_in_number(base, images, latents):
     with pytest.raises(ValueError, match="got 4 images and 2 latents"):
-        manipulate(base, base, images, 300, S_gen=2, x_t0=latents.x_t0[:2])
-    both = manipulate(base, base, images, 300, S_gen=2, x_t0=latents.x_t0)
-    assert torch.equal(both, manipulate(base, base, None, 300, S_gen=2, x_t0=latents.x_t0))
+        manipulate(base, base, images, t0=300, S_gen=2, x_t0=latents.x_t0[:2])
+    both = manipulate(base, base, images, t0=300, S_gen=2, x_t0=latents.x_t0)
+    assert torch.equal(both, manipulate(base, base, None, t0=300, S_gen=2, x_t0=latents.x_t0))
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,7 @@ def test_images_and_latents_must_agree_in_number(base, images, latents):
 )
 def test_latents_of_another_shape_are_a_clear_error(base, shape, message):
     with pytest.raises(ValueError, match=message):
-        manipulate(base, base, None, 300, S_gen=2, x_t0=torch.zeros(shape))
+        manipulate(base, base, None, t0=300, S_gen=2, x_t0=torch.zeros(shape))
 
 
 def test_finetuning_checks_its_latents_against_the_model(base, images):
@@ -106,7 +106,7 @@ def test_latents_must_pair_each_image_with_its_latent(images):
 
 def test_an_empty_batch_is_a_clear_error(base):
     with pytest.raises(ValueError, match=r"image is an empty batch \(0, 3, 16, 16\)"):
-        precompute_latents(base, torch.zeros(0, 3, 16, 16), 300, 2, cache_dir=None)
+        precompute_latents(base, torch.zeros(0, 3, 16, 16), t0=300, S_for=2, cache_dir=None)
 
 
 # --- types and counts ----------------------------------------------------------------------------------------
@@ -118,23 +118,23 @@ def test_an_empty_batch_is_a_clear_error(base):
 )
 def test_t0_must_be_a_plain_integer(base, images, t0, message):
     with pytest.raises(ValueError, match=message):
-        ddim_invert(base, images, base.schedule, t0, 2)
+        ddim_invert(base, images, base.schedule, t0=t0, S_for=2)
     with pytest.raises(ValueError, match=message):
-        precompute_latents(base, images, t0, 2, cache_dir=None)
+        precompute_latents(base, images, t0=t0, S_for=2, cache_dir=None)
 
 
 def test_more_steps_than_distinct_times_are_lowered_with_a_warning(schedule):
     with pytest.warns(UserWarning, match="S=2000 steps over \\[0, t0=500\\] would repeat times: using the 501"):
-        grid = time_sequence(2000, 500)
-    assert grid == time_sequence(501, 500) == list(range(501))
+        grid = time_sequence(2000, 500, 1000)
+    assert grid == time_sequence(501, 500, 1000) == list(range(501))
     eps = lambda x, t: 0.1 * x  # noqa: E731
     x = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     with pytest.warns(UserWarning, match="would repeat times"):
-        many = ddim_generate(eps, x, schedule, 500, 2000)
-    assert torch.equal(many, ddim_generate(eps, x, schedule, 500, 501))
+        many = ddim_generate(eps, x, schedule, t0=500, S_gen=2000)
+    assert torch.equal(many, ddim_generate(eps, x, schedule, t0=500, S_gen=501))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning at or below t0 + 1
-        time_sequence(501, 500)
+        time_sequence(501, 500, 1000)
     with pytest.warns(UserWarning, match="S_gen=2000 > t0 \\+ 1 would repeat times: using S_gen=501"):
         assert FinetuneConfig("a", "b", t0=500, S_gen=2000) == FinetuneConfig("a", "b", t0=500, S_gen=501)
 
@@ -339,16 +339,16 @@ def test_transparent_pixels_show_the_stated_white_background_not_the_hidden_colo
 def test_a_unit_range_image_is_refused_where_minus_one_to_one_is_expected_unless_the_user_says_so(base, images):
     unit = (images + 1) / 2  # the same photos in [0, 1]
     for call in (
-        lambda: manipulate(base, base, unit, 300, S_gen=2),
-        lambda: precompute_latents(base, unit, 300, 2, cache_dir=None),
-        lambda: ddim_invert(base, unit, base.schedule, 300, 2),
+        lambda: manipulate(base, base, unit, t0=300, S_gen=2),
+        lambda: precompute_latents(base, unit, t0=300, S_for=2, cache_dir=None),
+        lambda: ddim_invert(base, unit, base.schedule, t0=300, S_for=2),
     ):
         with pytest.raises(
             ValueError, match=r"looks like a \[0, 1\] image where \[-1, 1\] is expected: use x \* 2 - 1"
         ):
             call()
     with nonnegative_images_ok():
-        assert ddim_invert(base, unit, base.schedule, 300, 2).shape == unit.shape
+        assert ddim_invert(base, unit, base.schedule, t0=300, S_for=2).shape == unit.shape
     check_image(torch.zeros(1, 3, 8, 8))  # mid-grey everywhere is a valid [-1, 1] image
     check_image(torch.rand(9, 1, 4, 4))  # a toy's few-pixel tensors are not photos: no range guess
 
@@ -358,11 +358,11 @@ def test_an_unstable_edit_near_T_with_few_steps_is_warned_and_a_normal_one_is_no
 
     unstable = r"Alg. 3 at t0=999 \(T=1000\) with S_for=2, S_gen=2 gave values in .* far"
     with pytest.warns(UnstableEditWarning, match=unstable):
-        wild = manipulate(base, base, images, 999, S_for=2, S_gen=2)
+        wild = manipulate(base, base, images, t0=999, S_for=2, S_gen=2)
     assert wild.abs().max() > 3
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        tame = manipulate(base, base, images, 300, S_for=10, S_gen=10)
+        tame = manipulate(base, base, images, t0=300, S_for=10, S_gen=10)
     assert tame.abs().max() <= 3
 
 
@@ -372,16 +372,16 @@ def test_noise_combination_weights_outside_zero_one_are_labelled_as_extrapolatio
 
     x_t0 = latents.x_t0
     with pytest.warns(ExtrapolationWarning, match=r"\[1.5, -0.5\] lie outside \[0, 1\]: an extrapolation"):
-        combine(base, [base, base], [1.5, -0.5], None, 300, S_gen=2, x_t0=x_t0)
+        combine(base, [base, base], [1.5, -0.5], None, t0=300, S_gen=2, x_t0=x_t0)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        combine(base, [base, base], lambda t: [2.0, -1.0] if t > 100 else [0.5, 0.5], None, 300, S_gen=3, x_t0=x_t0)
+        combine(base, [base, base], lambda t: [2.0, -1.0] if t > 100 else [0.5, 0.5], None, t0=300, S_gen=3, x_t0=x_t0)
     assert [str(w.message)[:40] for w in seen if w.category is ExtrapolationWarning] == [
         "noise-combination weights [2.0, -1.0] at"
     ], "gamma(t): one warning per mixed predictor, naming the step"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        combine(base, [base, base], [0.3, 0.7], None, 300, S_gen=2, x_t0=x_t0)  # the paper's kind: no word
+        combine(base, [base, base], [0.3, 0.7], None, t0=300, S_gen=2, x_t0=x_t0)  # the paper's kind: no word
     ctl = combination_control(CombinationExplorer(base, {"a": base, "b": base}, x_t0[:1], 300, S_gen=2))
     with pytest.warns(ExtrapolationWarning):
         ctl.sliders["a"].value, ctl.sliders["b"].value = 0.9, 0.9
@@ -390,15 +390,15 @@ def test_noise_combination_weights_outside_zero_one_are_labelled_as_extrapolatio
 
 def test_names_or_seeds_where_weights_models_or_generators_belong_are_clear_errors(base, images, latents):
     with pytest.raises(ValueError, match="recipe names go to the models, not the weights"):
-        combine(base, [base, base], ["angry", "red hair"], None, 300, x_t0=latents.x_t0)
+        combine(base, [base, base], ["angry", "red hair"], None, t0=300, x_t0=latents.x_t0)
     with pytest.raises(ValueError, match="must be a dclip DiffusionModel"):
-        combine(base, ["angry", "red hair"], [0.5, 0.5], None, 300, x_t0=latents.x_t0)
+        combine(base, ["angry", "red hair"], [0.5, 0.5], None, t0=300, x_t0=latents.x_t0)
     with pytest.raises(ValueError, match="give models .*, not names"):
         mix_noise_predictors(["angry", base], [0.5, 0.5])
     for call in (
-        lambda: manipulate(base, base, images, 300, S_gen=2, eta=0.5, generator=1),
+        lambda: manipulate(base, base, images, t0=300, S_gen=2, eta=0.5, generator=1),
         lambda: dclip.q_sample(images, 100, base.schedule, generator=1),
-        lambda: dclip.editing.to_pretrained_domain(base, images, 300, 2, generator=1),
+        lambda: dclip.editing.to_pretrained_domain(base, images, t0=300, S_gen=2, generator=1),
     ):
         with pytest.raises(ValueError, match=r"generator=1 must be a torch.Generator .*manual_seed\(seed\)"):
             call()
@@ -490,9 +490,9 @@ def test_save_images_into_a_path_that_is_a_file_is_a_clear_error(images, tmp_pat
 
 def test_the_cache_is_resolved_at_each_call_so_a_variable_set_after_import_is_used(base, images, tmp_path, monkeypatch):
     monkeypatch.setenv("DCLIP_CACHE", str(tmp_path / "first"))
-    precompute_latents(base, images, 300, 2, progress=False)
+    precompute_latents(base, images, t0=300, S_for=2, progress=False)
     monkeypatch.setenv("DCLIP_CACHE", str(tmp_path / "second"))  # as on Colab, after `import dclip`
-    precompute_latents(base, images, 300, 2, progress=False)
+    precompute_latents(base, images, t0=300, S_for=2, progress=False)
     assert len(list((tmp_path / "first" / "latents").glob("*.safetensors"))) == 1
     assert len(list((tmp_path / "second" / "latents").glob("*.safetensors"))) == 1
 
@@ -502,7 +502,7 @@ def test_a_cache_variable_naming_a_file_is_named_before_any_inversion(base, imag
     monkeypatch.setenv("DCLIP_CACHE", str(tmp_path / "cachefile"))
     inversions = _count_calls(monkeypatch, dclip.finetune, "ddim_invert")
     with pytest.raises(ValueError, match=r"DCLIP_CACHE='.*cachefile' is a file, not a folder"):
-        precompute_latents(base, images, 300, 2, progress=False)
+        precompute_latents(base, images, t0=300, S_for=2, progress=False)
     assert inversions == []
     from dclip import cache
 
@@ -523,7 +523,7 @@ def test_an_unwritable_cache_is_found_before_the_inversion(base, images, tmp_pat
     monkeypatch.setattr(cache.tempfile, "mkstemp", full)
     inversions = _count_calls(monkeypatch, dclip.finetune, "ddim_invert")
     with pytest.raises(OSError, match=r"cannot write to the cache folder .*latents .*set DCLIP_CACHE to a writable"):
-        precompute_latents(base, images, 300, 2, progress=False)
+        precompute_latents(base, images, t0=300, S_for=2, progress=False)
     assert inversions == []
 
 
@@ -542,8 +542,8 @@ def test_results_whose_write_fails_are_returned_and_kept_not_thrown_away(base, i
     monkeypatch.setattr(dclip.finetune, "save_tensors_atomic", disk_full)
     inversions = _count_calls(monkeypatch, dclip.finetune, "ddim_invert")
     with pytest.warns(CacheWriteWarning, match="No space left on device.*kept in memory.*pass cache_dir="):
-        first = precompute_latents(base, images, 300, 2, progress=False)
-    again = precompute_latents(base, images, 300, 2, progress=False)
+        first = precompute_latents(base, images, t0=300, S_for=2, progress=False)
+    again = precompute_latents(base, images, t0=300, S_for=2, progress=False)
     assert again is first and len(inversions) == 1, "kept: not computed again"
 
     clip = FakeCLIP()
@@ -562,11 +562,11 @@ def test_latents_written_by_another_package_version_are_computed_again(base, ima
     from dclip.cache import StaleCacheWarning
 
     monkeypatch.setattr(dclip.version, "package_version", lambda: "0.0.1")
-    precompute_latents(base, images, 300, 2, cache_dir=tmp_path, progress=False)
+    precompute_latents(base, images, t0=300, S_for=2, cache_dir=tmp_path, progress=False)
     monkeypatch.undo()
     inversions = _count_calls(monkeypatch, dclip.finetune, "ddim_invert")
     with pytest.warns(StaleCacheWarning, match=r"holds dclip='0.0.1' where '0.1.0' was asked"):
-        precompute_latents(base, images, 300, 2, cache_dir=tmp_path, progress=False)
+        precompute_latents(base, images, t0=300, S_for=2, cache_dir=tmp_path, progress=False)
     assert len(inversions) == 1
 
 
@@ -583,3 +583,63 @@ def test_the_cache_command_refuses_ages_that_are_not_finite_and_non_negative(age
     assert "number of days" in capsys.readouterr().err and entry.exists()
     with pytest.raises(ValueError, match="older_than_days=-5 must be a finite number of days >= 0"):
         cache.clear(older_than_days=-5)
+
+
+# --- the time grid and the signatures (issue #27) ---------------------------------------------------------------
+
+
+def test_latents_carry_t0_and_S_for_into_manipulate_and_combine(base, latents):
+    carried = manipulate(base, base, x_t0=latents, S_gen=2)
+    assert torch.equal(carried, manipulate(base, base, t0=300, S_gen=2, x_t0=latents.x_t0))
+    assert torch.equal(carried, manipulate(base, base, t0=300, S_for=2, S_gen=2, x_t0=latents))
+    assert torch.equal(
+        combine(base, [base, base], [0.5, 0.5], x_t0=latents, S_gen=2),
+        combine(base, [base, base], [0.5, 0.5], t0=300, S_gen=2, x_t0=latents.x_t0),
+    )
+    with pytest.raises(ValueError, match="t0=400 differs from the latents' t0=300"):
+        manipulate(base, base, t0=400, S_gen=2, x_t0=latents)
+    with pytest.raises(ValueError, match="S_for=40 differs from the latents' S_for=2"):
+        combine(base, [base, base], [0.5, 0.5], t0=300, S_for=40, S_gen=2, x_t0=latents)
+    with pytest.raises(ValueError, match="give t0"):
+        manipulate(base, base, x_t0=latents.x_t0, S_gen=2)
+
+
+def test_ddim_takes_t0_and_steps_or_a_grid_built_once(base, latents):
+    grid = base.schedule.grid(t0=300, S=2)
+    by_grid = ddim_generate(base, latents.x_t0, base.schedule, grid=grid)
+    assert torch.equal(by_grid, ddim_generate(base, latents.x_t0, base.schedule, t0=300, S_gen=2))
+    with pytest.raises(ValueError, match="not both"):
+        ddim_generate(base, latents.x_t0, base.schedule, t0=300, S_gen=2, grid=grid)
+    with pytest.raises(ValueError, match=r"grid \(T=50\) of this schedule \(T=1000\)"):
+        ddim_invert(base, latents.x0, base.schedule, grid=dclip.TimeGrid(t0=30, S=2, T=50))
+    with pytest.raises(TypeError, match="give t0 and S_gen, or a grid"):
+        ddim_generate(base, latents.x_t0, base.schedule, t0=300)
+    with pytest.raises(TypeError, match="positional"):
+        ddim_generate(base, latents.x_t0, base.schedule, 300, 2)
+
+
+def test_no_public_function_takes_more_than_six_positional_parameters():
+    import inspect
+
+    import dclip.baselines
+    import dclip.ddim
+    import dclip.editing
+
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    counts = {
+        f"{module.__name__}.{name}": sum(p.kind in positional for p in inspect.signature(fn).parameters.values())
+        for module in (dclip.ddim, dclip.editing, dclip.baselines, dclip.finetune)
+        for name, fn in vars(module).items()
+        if inspect.isfunction(fn) and fn.__module__ == module.__name__ and not name.startswith("_")
+    }
+    assert len(counts) > 20 and max(counts.values()) <= 6, {k: v for k, v in counts.items() if v > 6}
+
+
+def test_manipulate_checks_t0_once_per_grid(base, images, monkeypatch):
+    import dclip.schedule
+
+    checks = []
+    check_t0 = dclip.schedule._check_t0
+    monkeypatch.setattr(dclip.schedule, "_check_t0", lambda t0, T: checks.append(t0) or check_t0(t0, T))
+    manipulate(base, base, images, t0=300, S_for=2, S_gen=2)
+    assert checks == [300, 300]  # the generation grid (S_gen) and the inversion grid (S_for), each built once

@@ -12,8 +12,8 @@ from dclip.finetune import FinetuneConfig, Latents, finetune
 def test_inversion_and_generation_count_one_evaluation_per_image_and_step(base):
     x = torch.zeros(3, 3, 16, 16)
     with EvalCounter() as c:
-        ddim_invert(base, x, base.schedule, 500, 4)
-        ddim_generate(base, x, base.schedule, 500, 5)
+        ddim_invert(base, x, base.schedule, t0=500, S_for=4)
+        ddim_generate(base, x, base.schedule, t0=500, S_gen=5)
     assert (c.forward, c.backward, c.total) == (3 * 4 + 3 * 5, 0, 27)
 
 
@@ -31,9 +31,9 @@ def test_counters_nest_and_stop_counting_on_exit(base):
     x = torch.zeros(1, 3, 16, 16)
     with EvalCounter() as outer:
         with EvalCounter() as inner:
-            ddim_generate(base, x, base.schedule, 500, 2)
-        ddim_generate(base, x, base.schedule, 500, 3)
-    ddim_generate(base, x, base.schedule, 500, 3)
+            ddim_generate(base, x, base.schedule, t0=500, S_gen=2)
+        ddim_generate(base, x, base.schedule, t0=500, S_gen=3)
+    ddim_generate(base, x, base.schedule, t0=500, S_gen=3)
     assert (inner.total, outer.total) == (2, 5)
 
 

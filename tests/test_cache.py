@@ -94,7 +94,7 @@ CHILD = (
 from fakes import FakeCLIP, small_model
 from dclip.finetune import FinetuneConfig, finetune_or_load, precompute_latents
 images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 1.6 - 0.8
-latents = precompute_latents(small_model(), images, 300, 2, cache_dir={latents!r}, progress=False)
+latents = precompute_latents(small_model(), images, t0=300, S_for=2, cache_dir={latents!r}, progress=False)
 clip = FakeCLIP()
 clip.cache_name = "fake-clip-0"
 cfg = FinetuneConfig("angry", "face", t0=300, S_gen=2)
@@ -121,11 +121,11 @@ def test_a_process_killed_while_writing_latents_leaves_no_entry_and_the_next_cal
     names = [p.name for p in latents_dir.iterdir()]
     assert len(names) == 1 and names[0].startswith(".") and names[0].endswith(".tmp")  # only the partial temp file
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 1.6 - 0.8
-    fresh = precompute_latents(small_model(), images, 300, 2, cache_dir=None, progress=False)
+    fresh = precompute_latents(small_model(), images, t0=300, S_for=2, cache_dir=None, progress=False)
     inverted = _count(monkeypatch, "ddim_invert")
-    lat = precompute_latents(small_model(), images, 300, 2, cache_dir=latents_dir, progress=False)
+    lat = precompute_latents(small_model(), images, t0=300, S_for=2, cache_dir=latents_dir, progress=False)
     assert len(inverted) == 1 and torch.equal(lat.x_t0, fresh.x_t0)
-    again = precompute_latents(small_model(), images, 300, 2, cache_dir=latents_dir, progress=False)
+    again = precompute_latents(small_model(), images, t0=300, S_for=2, cache_dir=latents_dir, progress=False)
     assert len(inverted) == 1 and torch.equal(again.x_t0, fresh.x_t0)
 
 
@@ -135,7 +135,7 @@ def test_a_process_killed_while_writing_a_finetuned_model_leaves_no_entry_and_th
 ):
     latents_dir, finetuned_dir = tmp_path / "latents", tmp_path / "finetuned"
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 1.6 - 0.8
-    latents = precompute_latents(small_model(), images, 300, 2, cache_dir=latents_dir, progress=False)
+    latents = precompute_latents(small_model(), images, t0=300, S_for=2, cache_dir=latents_dir, progress=False)
     _kill_while_writing(CHILD.format(tests=str(TESTS), latents=str(latents_dir), finetuned=str(finetuned_dir)))
     names = [p.name for p in finetuned_dir.iterdir()]
     assert len(names) == 1 and names[0].endswith(".tmp")  # no .safetensors and no .json under their names
@@ -170,11 +170,11 @@ CORRUPTIONS = ["truncated", "empty", "garbage", "one byte changed", "no metadata
 
 @pytest.mark.parametrize("how", CORRUPTIONS)
 def test_a_damaged_latent_entry_is_recomputed_with_a_warning_naming_it(base, images, tmp_path, how):
-    first = precompute_latents(base, images, 300, 2, cache_dir=tmp_path, progress=False)
+    first = precompute_latents(base, images, t0=300, S_for=2, cache_dir=tmp_path, progress=False)
     (path,) = tmp_path.iterdir()
     _corrupt(path, how)
     with pytest.warns(StaleCacheWarning, match=f"cache entry {path}.*computing it again"):
-        again = precompute_latents(base, images, 300, 2, cache_dir=tmp_path, progress=False)
+        again = precompute_latents(base, images, t0=300, S_for=2, cache_dir=tmp_path, progress=False)
     assert torch.equal(again.x_t0, first.x_t0) and torch.equal(again.x0, images)
     assert load_checked(path) is not None  # rewritten whole
 
@@ -183,8 +183,8 @@ def test_latents_computed_and_latents_loaded_from_the_cache_are_the_same_tensors
     """Rendered images are often channels-last views; latents computed from them must be laid out as loaded ones,
     or what follows (e.g. the activation memory that a training step saves) differs between a cold and a warm cache."""
     channels_last = images.contiguous(memory_format=torch.channels_last)
-    computed = precompute_latents(base, channels_last, 300, 2, cache_dir=tmp_path, progress=False)
-    loaded = precompute_latents(base, channels_last, 300, 2, cache_dir=tmp_path, progress=False)
+    computed = precompute_latents(base, channels_last, t0=300, S_for=2, cache_dir=tmp_path, progress=False)
+    loaded = precompute_latents(base, channels_last, t0=300, S_for=2, cache_dir=tmp_path, progress=False)
     for a, b in ((computed.x0, loaded.x0), (computed.x_t0, loaded.x_t0)):
         assert torch.equal(a, b) and a.stride() == b.stride() == images.contiguous().stride()
 
@@ -198,23 +198,23 @@ def test_latents_computed_and_latents_loaded_from_the_cache_are_the_same_tensors
 
 def test_a_latent_entry_for_another_request_is_not_returned(base, images, tmp_path):
     """A valid file with other contents (one image, t0 = 123) under the name of a t0 = 300 request."""
-    right = precompute_latents(base, images, 300, 2, cache_dir=tmp_path, progress=False)
+    right = precompute_latents(base, images, t0=300, S_for=2, cache_dir=tmp_path, progress=False)
     (path,) = tmp_path.iterdir()
-    other = precompute_latents(base, images[:1], 123, 2, cache_dir=None, progress=False)
+    other = precompute_latents(base, images[:1], t0=123, S_for=2, cache_dir=None, progress=False)
     save_tensors_atomic(path, {"x0": other.x0, "x_t0": other.x_t0}, metadata={"t0": 123, "S_for": 2})
     with pytest.warns(StaleCacheWarning, match="holds t0='123' where '300' was asked"):
-        lat = precompute_latents(base, images, 300, 2, cache_dir=tmp_path, progress=False)
+        lat = precompute_latents(base, images, t0=300, S_for=2, cache_dir=tmp_path, progress=False)
     assert lat.t0 == 300 and len(lat) == 4 and torch.equal(lat.x_t0, right.x_t0)
     meta = load_checked(path)[1]
     save_tensors_atomic(path, {"x0": other.x0, "x_t0": other.x_t0}, metadata={k: meta[k] for k in ("t0", "S_for")})
     with pytest.warns(StaleCacheWarning, match="holds model=None where"):  # written without the model's hash
-        precompute_latents(base, images, 300, 2, cache_dir=tmp_path, progress=False)
+        precompute_latents(base, images, t0=300, S_for=2, cache_dir=tmp_path, progress=False)
     meta = load_checked(path)[1]
     save_tensors_atomic(
         path, {"x0": other.x0, "x_t0": other.x_t0}, metadata={k: meta[k] for k in ("t0", "S_for", "model")}
     )
     with pytest.warns(StaleCacheWarning, match="other shapes"):
-        precompute_latents(base, images, 300, 2, cache_dir=tmp_path, progress=False)
+        precompute_latents(base, images, t0=300, S_for=2, cache_dir=tmp_path, progress=False)
 
 
 def test_non_finite_values_are_never_cached(base, images, tmp_path):
@@ -224,12 +224,12 @@ def test_non_finite_values_are_never_cached(base, images, tmp_path):
     with torch.no_grad():
         next(broken.parameters()).fill_(float("nan"))
     with pytest.raises(ValueError, match="non-finite latents.*nothing was cached"):
-        precompute_latents(broken, images, 300, 2, cache_dir=tmp_path, progress=False)
+        precompute_latents(broken, images, t0=300, S_for=2, cache_dir=tmp_path, progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_diverged_finetuning_run_stops_and_is_not_cached(base, images, tmp_path):
-    latents = precompute_latents(base, images[:2], 300, 2, cache_dir=None, progress=False)
+    latents = precompute_latents(base, images[:2], t0=300, S_for=2, cache_dir=None, progress=False)
     with pytest.raises(FloatingPointError, match="diverged.*lower lr=1000000.0"):
         finetune_or_load(base, _clip(), latents, _cfg(lr=1e6, epochs=2), cache_dir=tmp_path, progress=False)
     assert list(tmp_path.iterdir()) == []
@@ -237,7 +237,7 @@ def test_a_diverged_finetuning_run_stops_and_is_not_cached(base, images, tmp_pat
 
 @pytest.mark.parametrize("how", CORRUPTIONS)
 def test_a_damaged_finetuned_entry_is_trained_again_with_a_warning_naming_it(base, images, tmp_path, how, monkeypatch):
-    latents = precompute_latents(base, images[:2], 300, 2, cache_dir=None, progress=False)
+    latents = precompute_latents(base, images[:2], t0=300, S_for=2, cache_dir=None, progress=False)
     first = finetune_or_load(base, _clip(), latents, _cfg(), cache_dir=tmp_path, progress=False)
     (weights,) = tmp_path.glob("*.safetensors")
     _corrupt(weights, how)
@@ -249,7 +249,7 @@ def test_a_damaged_finetuned_entry_is_trained_again_with_a_warning_naming_it(bas
 
 
 def test_the_finetuned_weights_carry_their_card_so_a_missing_json_changes_nothing(base, images, tmp_path, monkeypatch):
-    latents = precompute_latents(base, images[:2], 300, 2, cache_dir=None, progress=False)
+    latents = precompute_latents(base, images[:2], t0=300, S_for=2, cache_dir=None, progress=False)
     first = finetune_or_load(base, _clip(), latents, _cfg(), cache_dir=tmp_path, progress=False)
     (card,) = tmp_path.glob("*.json")
     card.unlink()
@@ -262,7 +262,7 @@ def test_the_finetuned_weights_carry_their_card_so_a_missing_json_changes_nothin
 
 
 def test_load_finetuned_names_a_damaged_file(base, images, tmp_path):
-    latents = precompute_latents(base, images[:2], 300, 2, cache_dir=None, progress=False)
+    latents = precompute_latents(base, images[:2], t0=300, S_for=2, cache_dir=None, progress=False)
     finetune_or_load(base, _clip(), latents, _cfg(), cache_dir=tmp_path, progress=False)
     (weights,) = tmp_path.glob("*.safetensors")
     _corrupt(weights, "truncated")
@@ -278,8 +278,8 @@ def _two_tensors_term(x_gen, x0, weight):
 
 
 def test_the_finetune_key_holds_everything_the_result_depends_on(base, images, monkeypatch):
-    latents = precompute_latents(base, images[:2], 300, 2, cache_dir=None, progress=False)
-    other_latents = precompute_latents(base, images[2:], 300, 2, cache_dir=None, progress=False)
+    latents = precompute_latents(base, images[:2], t0=300, S_for=2, cache_dir=None, progress=False)
+    other_latents = precompute_latents(base, images[2:], t0=300, S_for=2, cache_dir=None, progress=False)
     cfg = _cfg(lambda_id=0.5)
     key = functools.partial(finetune_key, base, _clip(), latents, cfg)
     reference = key(lowpass_identity)
@@ -303,7 +303,7 @@ def test_the_finetune_key_holds_everything_the_result_depends_on(base, images, m
 
 
 def test_identity_terms_without_a_stable_name_are_a_clear_error(base, images, tmp_path):
-    latents = precompute_latents(base, images[:2], 300, 2, cache_dir=None, progress=False)
+    latents = precompute_latents(base, images[:2], t0=300, S_for=2, cache_dir=None, progress=False)
     cfg = _cfg(lambda_id=0.5)
     unnamed = [lambda a, b: (a - b).abs().mean((1, 2, 3)), torch.nn.Identity()]
     for term in unnamed:
@@ -319,7 +319,7 @@ def test_identity_terms_without_a_stable_name_are_a_clear_error(base, images, tm
 
 
 def test_a_real_clip_is_keyed_by_its_weights(base, images):
-    latents = precompute_latents(base, images[:2], 300, 2, cache_dir=None, progress=False)
+    latents = precompute_latents(base, images[:2], t0=300, S_for=2, cache_dir=None, progress=False)
     clip = dclip.load_clip("tinyclip", device="cpu")
     other = dclip.load_clip("tinyclip", device="cpu")
     with torch.no_grad():
@@ -386,7 +386,7 @@ def test_cache_names_and_kinds_are_checked(home):
 
 
 def test_a_finetuned_entry_is_written_whole_with_its_card(base, images, tmp_path):
-    latents = precompute_latents(base, images[:2], 300, 2, cache_dir=None, progress=False)
+    latents = precompute_latents(base, images[:2], t0=300, S_for=2, cache_dir=None, progress=False)
     finetune_or_load(base, _clip(), latents, _cfg(), cache_dir=tmp_path, progress=False)
     (weights,) = tmp_path.glob("*.safetensors")
     meta = load_checked(weights)[1]

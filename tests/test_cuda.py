@@ -35,7 +35,9 @@ def test_ddim_reconstruction_on_cuda_matches_the_cpu(faces, model):
     out = {}
     for m in (cpu, model):
         x = faces.to(m.device)
-        out[m.device.type] = ddim_generate(m, ddim_invert(m, x, m.schedule, 400, 20), m.schedule, 400, 6).cpu()
+        out[m.device.type] = ddim_generate(
+            m, ddim_invert(m, x, m.schedule, t0=400, S_for=20), m.schedule, t0=400, S_gen=6
+        ).cpu()
     # cuDNN convolutions may use TF32: agreement to a few thousandths of the [-1, 1] range
     assert (out["cuda"] - out["cpu"]).abs().mean() < 5e-3
 
@@ -48,7 +50,7 @@ def test_auto_precision_is_bf16_on_ampere_and_later():
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16", "fp32"])
 def test_finetune_on_cuda_lowers_the_directional_loss_in_each_precision(faces, model, clip, precision):
-    latents = precompute_latents(model, faces, 500, 20, cache_dir=None, progress=False)
+    latents = precompute_latents(model, faces, t0=500, S_for=20, cache_dir=None, progress=False)
     before = fingerprint(model)
     cfg = FinetuneConfig(
         "angry face", "face", t0=500, lambda_id=4.0, lr=2e-4, epochs=6, batch_size=4, precision=precision
@@ -62,7 +64,7 @@ def test_finetune_on_cuda_lowers_the_directional_loss_in_each_precision(faces, m
 
 
 def test_alg2_and_checkpointing_take_less_gpu_memory_than_plain_alg1(faces, model, clip):
-    one = precompute_latents(model, faces[:1], 500, 20, cache_dir=None, progress=False)
+    one = precompute_latents(model, faces[:1], t0=500, S_for=20, cache_dir=None, progress=False)
     peak = {}
     for name, kw in (
         ("alg1", dict(checkpoint=False)),

@@ -6,8 +6,11 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler
 from fakes import small_unet
 
 from dclip.ddim import ddim_generate, ddim_invert
+from dclip.schedule import PAPER_BETA_END, PAPER_BETA_START, PAPER_T
 
-LINEAR = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)  # the paper's
+LINEAR = dict(  # the paper's
+    num_train_timesteps=PAPER_T, beta_schedule="linear", beta_start=PAPER_BETA_START, beta_end=PAPER_BETA_END
+)
 CONFIG = dict(
     **LINEAR,
     clip_sample=False,
@@ -35,7 +38,7 @@ def test_generation_matches_ddim_scheduler(unet, schedule):
     ref = x.clone()
     for t in sched.timesteps[sched.timesteps <= 500]:
         ref = sched.step(unet(ref, t).sample, t, ref, eta=0.0).prev_sample
-    ours = ddim_generate(eps_of(unet), x, schedule, 500, 11)
+    ours = ddim_generate(eps_of(unet), x, schedule, t0=500, S_gen=11)
     assert torch.allclose(ours, ref, atol=1e-5), (ours - ref).abs().max()
 
 
@@ -49,7 +52,7 @@ def test_inversion_matches_ddim_inverse_scheduler(unet, schedule):
     for t in sched.timesteps[sched.timesteps <= 500]:
         ref = sched.step(unet(ref, torch.tensor(source)).sample, t, ref).prev_sample
         source = int(t)
-    ours = ddim_invert(eps_of(unet), x0, schedule, 500, 11)
+    ours = ddim_invert(eps_of(unet), x0, schedule, t0=500, S_for=11)
     assert torch.allclose(ours, ref, atol=1e-5), (ours - ref).abs().max()
 
 

@@ -108,30 +108,30 @@ def test_lowpass_identity_ignores_fine_detail_but_not_layout():
 
 
 def test_latents_are_cached_and_reused(base, images, tmp_path, monkeypatch):
-    lat = precompute_latents(base, images, 300, 4, cache_dir=tmp_path, progress=False)
+    lat = precompute_latents(base, images, t0=300, S_for=4, cache_dir=tmp_path, progress=False)
     assert lat.x_t0.shape == images.shape and len(list(tmp_path.iterdir())) == 1
     import dclip.finetune
 
     monkeypatch.setattr(dclip.finetune, "ddim_invert", lambda *a, **k: pytest.fail("inverted again"))
-    again = precompute_latents(base, images, 300, 4, cache_dir=tmp_path, progress=False)
+    again = precompute_latents(base, images, t0=300, S_for=4, cache_dir=tmp_path, progress=False)
     assert torch.equal(again.x_t0, lat.x_t0)
 
 
 def test_latents_reject_images_of_another_size(base):
     with pytest.raises(ValueError, match=r"takes \(N, 3, 16, 16\)"):
-        precompute_latents(base, torch.zeros(1, 3, 32, 32), 300, 4, cache_dir=None)
+        precompute_latents(base, torch.zeros(1, 3, 32, 32), t0=300, S_for=4, cache_dir=None)
 
 
 def _objective_on(model, lat, cfg, clip):
     with torch.no_grad():
-        x = ddim_generate(model, lat.x_t0, model.schedule, cfg.t0, cfg.S_gen)
+        x = ddim_generate(model, lat.x_t0, model.schedule, t0=cfg.t0, S_gen=cfg.S_gen)
         return objective(clip, x, lat.x0, text_direction(clip, cfg.target, cfg.reference), cfg, None)[0].item()
 
 
 @pytest.mark.parametrize("algorithm", [1, 2])
 def test_finetuning_lowers_eq10_and_leaves_the_pretrained_model_alone(base, images, algorithm):
     clip = FakeCLIP()
-    lat = precompute_latents(base, images, 300, 4, cache_dir=None, progress=False)
+    lat = precompute_latents(base, images, t0=300, S_for=4, cache_dir=None, progress=False)
     cfg = FinetuneConfig("tanned face", "face", t0=300, S_gen=3, lr=1e-3, epochs=3, batch_size=2, algorithm=algorithm)
     before = fingerprint(base)
     result = finetune(base, clip, lat, cfg, progress=False)
@@ -142,7 +142,7 @@ def test_finetuning_lowers_eq10_and_leaves_the_pretrained_model_alone(base, imag
 
 def test_finetuning_is_seeded_and_checkpointing_changes_nothing(base, images):
     clip = FakeCLIP()
-    lat = precompute_latents(base, images, 300, 4, cache_dir=None, progress=False)
+    lat = precompute_latents(base, images, t0=300, S_for=4, cache_dir=None, progress=False)
     runs = [
         finetune(
             base,
@@ -169,7 +169,7 @@ def test_without_the_recurrent_gradient_each_eps_gets_only_its_ddim_coefficient(
     detached the gradient of L(x0_hat) is sum_s (p'_s - p_s) <dL/dx0_hat, d eps_s / d theta>. Adam's first step
     is -lr g / (|g| + 1e-8): it shows the gradient finetune used."""
     clip, s = FakeCLIP(), base.schedule
-    lat = precompute_latents(base, images[:2], 300, 4, cache_dir=None, progress=False)
+    lat = precompute_latents(base, images[:2], t0=300, S_for=4, cache_dir=None, progress=False)
     cfg = FinetuneConfig("tanned face", "face", t0=300, S_gen=3, lr=1e-4, batch_size=2, recurrent_gradient=False)
     pairs = generation_pairs(cfg.S_gen, cfg.t0, s.T)
     states, x = [], lat.x_t0
@@ -200,7 +200,7 @@ def test_without_the_recurrent_gradient_each_eps_gets_only_its_ddim_coefficient(
 
 
 def test_learning_rate_grows_by_gamma_every_n_iterations(base, images):
-    lat = precompute_latents(base, images, 300, 2, cache_dir=None, progress=False)
+    lat = precompute_latents(base, images, t0=300, S_for=2, cache_dir=None, progress=False)
     cfg = FinetuneConfig("a", "b", t0=300, S_gen=2, lr=1e-5, lr_gamma=1.2, lr_every=2, epochs=3, batch_size=2)
     lrs = [h["lr"] for h in finetune(base, FakeCLIP(), lat, cfg, progress=False).history]
     assert lrs == pytest.approx([1e-5, 1e-5, 1.2e-5, 1.2e-5, 1.44e-5, 1.44e-5])
@@ -211,7 +211,7 @@ def test_learning_rate_grows_by_gamma_every_n_iterations(base, images):
 
 
 def test_callback_sees_every_step(base, images):
-    lat = precompute_latents(base, images, 300, 2, cache_dir=None, progress=False)
+    lat = precompute_latents(base, images, t0=300, S_for=2, cache_dir=None, progress=False)
     seen = []
     finetune(
         base,
@@ -225,7 +225,7 @@ def test_callback_sees_every_step(base, images):
 
 
 def test_save_load_and_resume(base, images, tmp_path):
-    lat = precompute_latents(base, images, 300, 2, cache_dir=None, progress=False)
+    lat = precompute_latents(base, images, t0=300, S_for=2, cache_dir=None, progress=False)
     cfg = FinetuneConfig("angry face", "face", t0=300, S_gen=2, lr=1e-3, epochs=1, batch_size=2)
     result = finetune(base, FakeCLIP(), lat, cfg, progress=False)
     save_finetuned(result, tmp_path / "angry")
@@ -241,11 +241,11 @@ def test_the_global_clip_loss_option_trains_with_eq8_and_keeps_the_default_key(b
     from dclip.finetune import finetune_key
 
     clip = FakeCLIP()
-    lat = precompute_latents(base, images, 300, 4, cache_dir=None, progress=False)
+    lat = precompute_latents(base, images, t0=300, S_for=4, cache_dir=None, progress=False)
     cfg = FinetuneConfig("tanned face", "face", t0=300, S_gen=3, lr=1e-3, epochs=2, batch_size=2)
     glob = dataclasses.replace(cfg, clip_loss="global")
     with torch.no_grad():
-        x = ddim_generate(base, lat.x_t0, base.schedule, 300, 3)
+        x = ddim_generate(base, lat.x_t0, base.schedule, t0=300, S_gen=3)
         d_t = text_direction(clip, cfg.target, cfg.reference)
         loss, terms = objective(clip, x, lat.x0, d_t, glob, None)
         eq8 = global_clip_loss(clip, x, "tanned face") + identity_loss(x, lat.x0, 0.3, 0.0, None)
@@ -280,7 +280,7 @@ def test_the_global_clip_loss_option_trains_with_eq8_and_keeps_the_default_key(b
 
 
 def test_bad_settings_are_clear_errors(base, images):
-    lat = precompute_latents(base, images, 300, 2, cache_dir=None, progress=False)
+    lat = precompute_latents(base, images, t0=300, S_for=2, cache_dir=None, progress=False)
     with pytest.raises(ValueError, match="t0=300 but the config asks t0=400"):
         finetune(base, FakeCLIP(), lat, FinetuneConfig("a", "b", t0=400), progress=False)
     with pytest.raises(ValueError, match="algorithm=3"):
@@ -316,38 +316,39 @@ def test_config_from_a_recipe():
 def test_manipulation_with_the_pretrained_model_is_the_reconstruction(base, images):
     with torch.no_grad():
         assert torch.equal(
-            manipulate(base, base, images, 300, 4, 3), reconstruct(base, images, base.schedule, 300, 4, 3)
+            manipulate(base, base, images, t0=300, S_for=4, S_gen=3),
+            reconstruct(base, images, base.schedule, t0=300, S_for=4, S_gen=3),
         )
 
 
 def test_transition_spans_reconstruction_to_edit(base, images):
     tuned = small_model(seed=1)
-    lat = precompute_latents(base, images, 300, 4, cache_dir=None, progress=False)
+    lat = precompute_latents(base, images, t0=300, S_for=4, cache_dir=None, progress=False)
     with torch.no_grad():
-        plain = manipulate(base, base, None, 300, S_gen=3, x_t0=lat.x_t0)
-        edit = manipulate(base, tuned, None, 300, S_gen=3, x_t0=lat.x_t0)
-        assert torch.equal(transition(base, tuned, 0.0, lat.x_t0, 300, 3), plain)
-        assert torch.allclose(transition(base, tuned, 1.0, lat.x_t0, 300, 3), edit, atol=1e-6)
-        half = transition(base, tuned, 0.5, lat.x_t0, 300, 3)
+        plain = manipulate(base, base, None, t0=300, S_gen=3, x_t0=lat.x_t0)
+        edit = manipulate(base, tuned, None, t0=300, S_gen=3, x_t0=lat.x_t0)
+        assert torch.equal(transition(base, tuned, 0.0, lat.x_t0, t0=300, S_gen=3), plain)
+        assert torch.allclose(transition(base, tuned, 1.0, lat.x_t0, t0=300, S_gen=3), edit, atol=1e-6)
+        half = transition(base, tuned, 0.5, lat.x_t0, t0=300, S_gen=3)
     assert (half - plain).abs().mean() < (edit - plain).abs().mean()
 
 
 def test_multi_attribute_combination_checks_its_weights(base, images):
     tuned = [small_model(1), small_model(2)]
     with torch.no_grad():
-        out = combine(base, tuned, [0.5, 0.5], images, 300, 4, 3)
+        out = combine(base, tuned, [0.5, 0.5], images, t0=300, S_for=4, S_gen=3)
     assert out.shape == images.shape
     with pytest.raises(ValueError, match="sum to 1"):
-        combine(base, tuned, [0.5, 0.7], images, 300, 4, 3)
+        combine(base, tuned, [0.5, 0.7], images, t0=300, S_for=4, S_gen=3)
 
 
 def test_stochastic_manipulation_is_seeded_and_varied(base, images):
-    lat = precompute_latents(base, images, 300, 4, cache_dir=None, progress=False)
+    lat = precompute_latents(base, images, t0=300, S_for=4, cache_dir=None, progress=False)
     run = lambda s: manipulate(
         base,
         base,
         None,
-        300,
+        t0=300,
         S_gen=3,
         x_t0=lat.x_t0,
         eta=1.0,  # noqa: E731
@@ -360,17 +361,27 @@ def test_stochastic_manipulation_is_seeded_and_varied(base, images):
 def test_translation_brings_images_into_the_domain_then_edits(base, images):
     with torch.no_grad():
         x_prime, edited = translate(
-            base, small_model(1), images, 300, 4, 3, t0_ddpm=200, k_ddpm=2, generator=torch.Generator().manual_seed(0)
+            base,
+            small_model(1),
+            images,
+            t0=300,
+            S_for=4,
+            S_gen=3,
+            t0_ddpm=200,
+            k_ddpm=2,
+            generator=torch.Generator().manual_seed(0),
         )
-        again = to_pretrained_domain(base, images, 200, 40, 2, torch.Generator().manual_seed(0))
+        again = to_pretrained_domain(
+            base, images, t0=200, S_gen=40, k_ddpm=2, generator=torch.Generator().manual_seed(0)
+        )
     assert torch.equal(x_prime, again) and edited.shape == images.shape
     with pytest.raises(ValueError, match="k_ddpm"):
-        to_pretrained_domain(base, images, 200, k_ddpm=0)
+        to_pretrained_domain(base, images, t0=200, k_ddpm=0)
 
 
 def test_editing_rejects_images_of_another_size(base):
     with pytest.raises(ValueError, match=r"takes \(N, 3, 16, 16\)"):
-        manipulate(base, base, torch.zeros(1, 3, 32, 32), 300)
+        manipulate(base, base, torch.zeros(1, 3, 32, 32), t0=300)
 
 
 def test_cpu_tensors_follow_models_on_another_device(base, images):
@@ -378,16 +389,16 @@ def test_cpu_tensors_follow_models_on_another_device(base, images):
     moves them there. The meta device stands in for the GPU (it runs every op on shapes only)."""
     meta = copy.deepcopy(base).to("meta")
     clip = load_clip("tinyclip", device="meta")  # the real wrapper, which resizes any image to its input
-    x_t0 = precompute_latents(base, images, 300, 2, cache_dir=None, progress=False).x_t0
+    x_t0 = precompute_latents(base, images, t0=300, S_for=2, cache_dir=None, progress=False).x_t0
     d = text_direction(clip, "a", "b")
     outputs = [
-        ddim_generate(meta, x_t0, meta.schedule, 300, 2),
-        ddim_invert(meta, images, meta.schedule, 300, 2),
-        manipulate(meta, meta, None, 300, S_gen=2, x_t0=x_t0),
-        combine(meta, [meta, meta], [0.5, 0.5], None, 300, S_gen=2, x_t0=x_t0),
-        sdedit(meta, images, 300, 2),
-        clip_guided_sampling(meta, clip, images, x_t0, d, 300, 2),
-        latent_optimization(meta, clip, images, x_t0, d, 300, 2, steps=1),
+        ddim_generate(meta, x_t0, meta.schedule, t0=300, S_gen=2),
+        ddim_invert(meta, images, meta.schedule, t0=300, S_for=2),
+        manipulate(meta, meta, None, t0=300, S_gen=2, x_t0=x_t0),
+        combine(meta, [meta, meta], [0.5, 0.5], None, t0=300, S_gen=2, x_t0=x_t0),
+        sdedit(meta, images, t0=300, S_gen=2),
+        clip_guided_sampling(meta, clip, images, x_t0, d, t0=300, S_gen=2),
+        latent_optimization(meta, clip, images, x_t0, d, t0=300, S_gen=2, steps=1),
     ]
     assert all(x.device.type == "meta" and x.shape == images.shape for x in outputs)
     assert clip.encode_image(images).device.type == "meta"
@@ -432,7 +443,7 @@ def test_augmented_views_transform_both_images_alike():
 
 
 def test_finetuning_works_when_called_under_no_grad(base, images):
-    lat = precompute_latents(base, images, 300, 2, cache_dir=None, progress=False)
+    lat = precompute_latents(base, images, t0=300, S_for=2, cache_dir=None, progress=False)
     cfg = FinetuneConfig("a", "b", t0=300, S_gen=2, lr=1e-3, epochs=1, batch_size=2)
     with torch.no_grad():
         result = finetune(base, FakeCLIP(), lat, cfg, progress=False)

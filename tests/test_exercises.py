@@ -141,7 +141,7 @@ SOLUTIONS = {
 
 
 def dclip_alg1(model, clip, x0, x_t0, delta_t, t0, S_gen, optimizer, lambda_l1):
-    x = ddim_generate(model, x_t0, model.schedule, t0, S_gen, grad=True)
+    x = ddim_generate(model, x_t0, model.schedule, t0=t0, S_gen=S_gen, grad=True)
     sgd_step(optimizer, directional_clip_loss(clip, x, x0, delta_t) + identity_loss(x, x0, lambda_l1))
 
 
@@ -156,7 +156,11 @@ def dclip_alg2(model, clip, x0, x_t, t, t_next, delta_t, optimizer, lambda_l1):
 WRAPPERS = {
     "q_sample": (ex.check_q_sample, lambda x0, t, s, noise: dclip.q_sample(x0, t, s, noise), "dclip.ddpm.q_sample"),
     "ddim_step": (ex.check_ddim_step, lambda e, x, t, n, s: dclip.ddim.ddim_step(e, x, t, n, s)[0], "ddim.ddim_step"),
-    "ddim_invert": (ex.check_ddim_invert, lambda e, x0, s, t0, S: ddim_invert(e, x0, s, t0, S), "ddim.ddim_invert"),
+    "ddim_invert": (
+        ex.check_ddim_invert,
+        lambda e, x0, s, t0, S: ddim_invert(e, x0, s, t0=t0, S_for=S),
+        "ddim.ddim_invert",
+    ),
     "directional_loss": (
         ex.check_directional_loss,
         lambda clip, g, r, d: directional_clip_loss(clip, g, r, d),
@@ -167,12 +171,12 @@ WRAPPERS = {
     "mixing": (ex.check_mixing, dclip.mix_noise_predictors, "dclip.noise_combination.mix_noise_predictors"),
     "to_pretrained_domain": (
         ex.check_to_pretrained_domain,
-        lambda e, x0, s, t0, S, ws: ddim_generate(e, q_sample(x0, t0, s, ws[0]), s, t0, S).clamp(-1, 1),
+        lambda e, x0, s, t0, S, ws: ddim_generate(e, q_sample(x0, t0, s, ws[0]), s, t0=t0, S_gen=S).clamp(-1, 1),
         "dclip.ddpm.q_sample",
     ),
     "manipulation": (
         ex.check_manipulation,
-        lambda b, tuned, x0, t0, S_for, S_gen: manipulate(b, tuned, x0, t0, S_for, S_gen),
+        lambda b, tuned, x0, t0, S_for, S_gen: manipulate(b, tuned, x0, t0=t0, S_for=S_for, S_gen=S_gen),
         "dclip.editing.manipulate",
     ),
 }
@@ -261,7 +265,7 @@ def test_dclips_function_is_caught_however_the_student_reaches_it():
         return my_q_sample(x0, t, schedule, noise)
 
     assert_differs(ex.check_q_sample(nested), "not by calling dclip.ddpm.q_sample")
-    outer = ex.check_ddim_step(lambda e, x, t, n, s: dclip.reconstruct(e, x, s, 100, 1, 1))
+    outer = ex.check_ddim_step(lambda e, x, t, n, s: dclip.reconstruct(e, x, s, t0=100, S_for=1, S_gen=1))
     assert_differs(outer, "not by calling dclip.ddim.reconstruct")
 
 
@@ -485,7 +489,7 @@ def test_the_alg1_reference_is_what_finetune_runs():
     g = torch.Generator().manual_seed(0)
     base = DiffusionModel(TinyUNet(g), Schedule.linear(), 8, "exercise-tiny").requires_grad_(False)
     clip, x0 = ToyCLIP(), images(g)
-    x_t0 = ddim_invert(base, x0, base.schedule, 300, 4)
+    x_t0 = ddim_invert(base, x0, base.schedule, t0=300, S_for=4)
     cfg = FinetuneConfig("smiling face", "face", t0=300, S_gen=3, lambda_l1=0.3, lr=1e-3, batch_size=2)
     tuned = finetune(base, clip, Latents(x0, x_t0, 300, 4), cfg, progress=False).model
     ours = copy.deepcopy(base).requires_grad_(True)
@@ -531,7 +535,7 @@ def test_the_alg2_reference_is_what_finetune_runs():
     g = torch.Generator().manual_seed(0)
     base = DiffusionModel(TinyUNet(g), Schedule.linear(), 8, "exercise-tiny").requires_grad_(False)
     clip, x0 = ToyCLIP(), images(g)
-    x_t0 = ddim_invert(base, x0, base.schedule, 300, 4)
+    x_t0 = ddim_invert(base, x0, base.schedule, t0=300, S_for=4)
     cfg = FinetuneConfig("smiling face", "face", t0=300, S_gen=3, lambda_l1=0.3, lr=1e-3, batch_size=2, algorithm=2)
     tuned = finetune(base, clip, Latents(x0, x_t0, 300, 4), cfg, progress=False).model
     ours = copy.deepcopy(base).requires_grad_(True)
@@ -580,7 +584,7 @@ def test_the_alg4_check_compares_with_to_pretrained_domain_itself():
     draws = torch.Generator().manual_seed(7)
     noises = [torch.randn(x0.shape, generator=draws).double() for _ in range(3)]
     ours = my_round_trips(model, x0, schedule, 500, 3, noises)
-    theirs = to_pretrained_domain(model, x0, 500, 3, 3, generator=torch.Generator().manual_seed(7))
+    theirs = to_pretrained_domain(model, x0, t0=500, S_gen=3, k_ddpm=3, generator=torch.Generator().manual_seed(7))
     assert torch.allclose(ours, theirs, atol=1e-12)
 
 

@@ -13,7 +13,8 @@ def test_one_model_with_gamma_one_is_the_plain_step(schedule, gen):
     m = models()[1]
     x = torch.randn(3, 3, 4, 4, generator=gen)
     assert torch.equal(
-        ddim_generate(mix_noise_predictors([m], [1.0]), x, schedule, 300, 5), ddim_generate(m, x, schedule, 300, 5)
+        ddim_generate(mix_noise_predictors([m], [1.0]), x, schedule, t0=300, S_gen=5),
+        ddim_generate(m, x, schedule, t0=300, S_gen=5),
     )
 
 

@@ -112,8 +112,8 @@ def test_noising_explorer_is_eq1_with_one_noise_for_every_t(base, images, schedu
 def test_reconstruction_explorer_inverts_once_per_t0_and_s_for(base, images):
     explorer = ReconstructionExplorer(base, images)
     rec, mae = explorer(300, 4, 3)
-    x_t0 = ddim_invert(base, images, base.schedule, 300, 4)
-    expected = ddim_generate(base, x_t0, base.schedule, 300, 3).clamp(-1, 1)
+    x_t0 = ddim_invert(base, images, base.schedule, t0=300, S_for=4)
+    expected = ddim_generate(base, x_t0, base.schedule, t0=300, S_gen=3).clamp(-1, 1)
     assert torch.allclose(rec, expected, atol=1e-6)
     assert mae == pytest.approx(((expected - images).abs() / 2).mean().item(), rel=1e-5)
     explorer(300, 4, 5)
@@ -126,9 +126,11 @@ def test_reconstruction_explorer_inverts_once_per_t0_and_s_for(base, images):
 def test_edit_explorer_is_alg3_at_each_t0(base, tuned, images):
     explorer = EditExplorer(base, tuned, images, S_for=4, S_gen=3)
     e = explorer(300)
-    assert torch.allclose(e.edit, manipulate(base, tuned, images, 300, 4, 3).clamp(-1, 1), atol=1e-6)
-    x_t0 = ddim_invert(base, images, base.schedule, 300, 4)
-    assert torch.allclose(e.reconstruction, ddim_generate(base, x_t0, base.schedule, 300, 3).clamp(-1, 1), atol=1e-6)
+    assert torch.allclose(e.edit, manipulate(base, tuned, images, t0=300, S_for=4, S_gen=3).clamp(-1, 1), atol=1e-6)
+    x_t0 = ddim_invert(base, images, base.schedule, t0=300, S_for=4)
+    assert torch.allclose(
+        e.reconstruction, ddim_generate(base, x_t0, base.schedule, t0=300, S_gen=3).clamp(-1, 1), atol=1e-6
+    )
     assert e.mae == pytest.approx(((e.edit - images).abs() / 2).mean().item(), rel=1e-5)
     assert explorer(300) is e  # cached: moving back to a t0 costs nothing
     # a larger t0 lets the other model change the image more (the t0 trade-off)
@@ -139,7 +141,7 @@ def test_edit_explorer_is_alg3_at_each_t0(base, tuned, images):
 
 def test_stroke_explorer_is_alg4s_first_part_with_a_fixed_seed(base, images):
     explorer = StrokeExplorer(base, images, S_gen=3, seed=2)
-    expected = to_pretrained_domain(base, images, 500, 3, generator=torch.Generator().manual_seed(2))
+    expected = to_pretrained_domain(base, images, t0=500, S_gen=3, generator=torch.Generator().manual_seed(2))
     assert torch.allclose(explorer(500), expected, atol=1e-6)
     assert torch.equal(explorer(500), explorer(500))
     near = lambda t0: (explorer(t0) - images).abs().mean().item()  # noqa: E731
@@ -148,9 +150,9 @@ def test_stroke_explorer_is_alg4s_first_part_with_a_fixed_seed(base, images):
 
 
 def test_switch_explorer_gamma_t_runs_first_model_then_second(base, tuned, images):
-    x_t0 = ddim_invert(base, images, base.schedule, 300, 4)
+    x_t0 = ddim_invert(base, images, base.schedule, t0=300, S_for=4)
     explorer = SwitchExplorer(base, base, tuned, x_t0, 300, S_gen=3)
-    only = lambda m: ddim_generate(m, x_t0, base.schedule, 300, 3).clamp(-1, 1)  # noqa: E731
+    only = lambda m: ddim_generate(m, x_t0, base.schedule, t0=300, S_gen=3).clamp(-1, 1)  # noqa: E731
     assert torch.allclose(explorer(0), only(base), atol=1e-6)
     assert torch.allclose(explorer(301), only(tuned), atol=1e-6)
     # the generation steps are t = 299, 199, 99: switching at 150 runs base at 299 and 199, tuned at 99
@@ -163,18 +165,20 @@ def test_switch_explorer_gamma_t_runs_first_model_then_second(base, tuned, image
 
 
 def test_combination_control_gives_the_pretrained_model_the_rest(base, tuned, images):
-    x_t0 = ddim_invert(base, images, base.schedule, 300, 4)
+    x_t0 = ddim_invert(base, images, base.schedule, t0=300, S_for=4)
     explorer = CombinationExplorer(base, {"other": tuned}, x_t0, 300, S_gen=3)
     ctl = combination_control(explorer)
     ctl.sliders["other"].value = 1.0
     assert ctl.sliders["other"].value == 1.0 and ctl.redraws == 2 and "other = 1.00: drawn in" in ctl.status.value
-    assert torch.allclose(explorer({"other": 1.0}), ddim_generate(tuned, x_t0, base.schedule, 300, 3).clamp(-1, 1))
+    assert torch.allclose(
+        explorer({"other": 1.0}), ddim_generate(tuned, x_t0, base.schedule, t0=300, S_gen=3).clamp(-1, 1)
+    )
 
 
 def test_stochastic_edit_explorer_eta_zero_is_deterministic_and_eta_one_follows_the_seed(base, tuned, images):
-    x_t0 = ddim_invert(base, images, base.schedule, 300, 4)
+    x_t0 = ddim_invert(base, images, base.schedule, t0=300, S_for=4)
     explorer = StochasticEditExplorer(base, tuned, x_t0, 300, S_gen=3)
-    deterministic = manipulate(base, tuned, None, 300, S_gen=3, x_t0=x_t0).clamp(-1, 1)
+    deterministic = manipulate(base, tuned, None, t0=300, S_gen=3, x_t0=x_t0).clamp(-1, 1)
     assert torch.allclose(explorer(0.0, 0), deterministic, atol=1e-6)
     assert torch.equal(explorer(0.0, 0), explorer(0.0, 5))
     assert torch.equal(explorer(1.0, 3), explorer(1.0, 3))
@@ -230,12 +234,12 @@ def test_snapshot_rejects_unknown_sliders_and_values_off_the_range():
 
 
 def test_eta_explorer_is_eq5_with_sigma_eta_and_a_seeded_z(base, images):
-    x_t = ddim_invert(base, images, base.schedule, 300, 4)
+    x_t = ddim_invert(base, images, base.schedule, t0=300, S_for=4)
     explorer = EtaExplorer(base, x_t, 300, S=3)
-    ddim = ddim_generate(base, x_t, base.schedule, 300, 3).clamp(-1, 1)
+    ddim = ddim_generate(base, x_t, base.schedule, t0=300, S_gen=3).clamp(-1, 1)
     assert torch.allclose(explorer(0.0), ddim, atol=1e-6) and torch.equal(explorer(0.0, 7), explorer(0.0, 0))
     g = torch.Generator().manual_seed(2)
-    expected = ddim_generate(base, x_t, base.schedule, 300, 3, eta=1.0, generator=g).clamp(-1, 1)
+    expected = ddim_generate(base, x_t, base.schedule, t0=300, S_gen=3, eta=1.0, generator=g).clamp(-1, 1)
     assert torch.allclose(explorer(1.0, 2), expected, atol=1e-6)
     assert not torch.allclose(explorer(1.0, 2), explorer(1.0, 3))
     assert explorer(0.3 + 1e-12, 1) is explorer(0.3, 1)  # a slider's 0.30000000000000004 hits the cache

@@ -149,7 +149,7 @@ def check_ddim_step(fn: Callable[..., torch.Tensor], *, seed: int = 0) -> Check:
         yours = lambda: call(
             fn, {"eps_model": recorder, "x_t": x.clone(), "t": t, "t_next": t_next, "schedule": schedule}
         )  # noqa: E731
-        expected = ddim_step(model, x, t, t_next, schedule)[0]
+        expected = ddim_step(model, x, t, t_next, schedule).x_next
         return Case(label, yours, expected, diagnoses, "return x_next alone, as a tensor of x_t's shape")
 
     noisy, clean = torch.randn(SHAPE, generator=g, dtype=torch.float64), images(g)
@@ -195,7 +195,9 @@ def check_ddim_invert(fn: Callable[..., torch.Tensor], *, seed: int = 0) -> Chec
 
         given = {"schedule": schedule, "t0": t0, "S_for": S_for}
         yours = lambda: call(fn, {"eps_model": recorder, "x0": x0.clone(), **given})  # noqa: E731
-        return Case(f"with t0={t0}, S_for={S_for}", yours, ddim_invert(model, x0, schedule, t0, S_for), [times])
+        return Case(
+            f"with t0={t0}, S_for={S_for}", yours, ddim_invert(model, x0, schedule, t0=t0, S_for=S_for), [times]
+        )
 
     return run_check(
         "ddim_invert (Eq. 12)",
@@ -271,7 +273,7 @@ def _round_trips(
         a = float(schedule.alpha_bar_at(t0))
         x = a**0.5 * (x0 if restart else x) + (1 - a) ** 0.5 * w
         for t, t_next in generation_pairs(S_gen, t0, schedule.T):
-            x = ddim_step(eps_model, x, t, t_next, schedule)[0]
+            x = ddim_step(eps_model, x, t, t_next, schedule).x_next
         x = x.clamp(-1, 1) if clamp else x
     return x
 
@@ -292,7 +294,9 @@ def check_to_pretrained_domain(fn: Callable[..., torch.Tensor], *, seed: int = 0
     def case(t0: int, S_gen: int, k_ddpm: int) -> Case:
         draws = generator(seed + 1000 * k_ddpm)
         noises = [torch.randn(SHAPE, generator=draws).to(x0.dtype) for _ in range(k_ddpm)]
-        expected = to_pretrained_domain(model, x0, t0, S_gen, k_ddpm, generator=generator(seed + 1000 * k_ddpm))
+        expected = to_pretrained_domain(
+            model, x0, t0=t0, S_gen=S_gen, k_ddpm=k_ddpm, generator=generator(seed + 1000 * k_ddpm)
+        )
         recorder = Recorder(model)
         expected_times = [t for t, _ in generation_pairs(S_gen, t0, schedule.T)] * k_ddpm
 
@@ -314,9 +318,9 @@ def check_to_pretrained_domain(fn: Callable[..., torch.Tensor], *, seed: int = 0
                 "(.clamp(-1, 1)) before the next round noises it",
             ),
             matches(
-                lambda: ddim_generate(model, ddim_invert(model, x0, schedule, t0, S_gen), schedule, t0, S_gen).clamp(
-                    -1, 1
-                ),
+                lambda: ddim_generate(
+                    model, ddim_invert(model, x0, schedule, t0=t0, S_for=S_gen), schedule, t0=t0, S_gen=S_gen
+                ).clamp(-1, 1),
                 "yours matches a deterministic DDIM inversion (Eq. 12) to t0: Alg. 4 noises with the stochastic "
                 "DDPM forward of Eq. 1, x'_t0 = sqrt(a_t0) x'_0 + sqrt(1 - a_t0) w, with the given w",
             ),
@@ -382,8 +386,8 @@ def _check_manipulation(fn: Callable[..., torch.Tensor], *, seed: int = 0) -> Ch
     t0, S_for, S_gen = 400, 5, 3
 
     def alg3(invert_with: DiffusionModel, generate_with: DiffusionModel, s_for: int, s_gen: int) -> torch.Tensor:
-        x_t0 = ddim_invert(invert_with, x0, invert_with.schedule, t0, s_for)
-        return ddim_generate(generate_with, x_t0, generate_with.schedule, t0, s_gen)
+        x_t0 = ddim_invert(invert_with, x0, invert_with.schedule, t0=t0, S_for=s_for)
+        return ddim_generate(generate_with, x_t0, generate_with.schedule, t0=t0, S_gen=s_gen)
 
     trained_from = "the fine-tuned model was trained to generate from latents of the pretrained model (Alg. 1, step 1)"
     diagnoses = [
@@ -405,7 +409,7 @@ def _check_manipulation(fn: Callable[..., torch.Tensor], *, seed: int = 0) -> Ch
             f"yours matches S_for and S_gen swapped: invert in S_for={S_for} steps, generate in S_gen={S_gen}",
         ),
         matches(
-            lambda: ddim_invert(base, x0, base.schedule, t0, S_for),
+            lambda: ddim_invert(base, x0, base.schedule, t0=t0, S_for=S_for),
             "yours returned the latent x_t0: go on and generate from it with the fine-tuned model (Eq. 13)",
         ),
     ]
@@ -418,7 +422,7 @@ def _check_manipulation(fn: Callable[..., torch.Tensor], *, seed: int = 0) -> Ch
             Case(
                 f"with t0={t0}, S_for={S_for}, S_gen={S_gen}",
                 yours,
-                manipulate(base, tuned, x0, t0, S_for, S_gen),
+                manipulate(base, tuned, x0, t0=t0, S_for=S_for, S_gen=S_gen),
                 diagnoses,
                 "check the inversion (check_ddim_invert) and that you generate with `tuned` from `base`'s latent",
             )

@@ -147,7 +147,7 @@ def _alg1_iteration(
     eps_model = (lambda x_t, t: model(x_t.detach(), t)) if detach == "input" else model
     x = x_t0
     for t, t_next in generation_pairs(S_gen, t0, model.schedule.T):
-        x = ddim_step(eps_model, x.detach() if detach == "state" else x, t, t_next, model.schedule)[0]
+        x = ddim_step(eps_model, x.detach() if detach == "state" else x, t, t_next, model.schedule).x_next
     _update(optimizer, directional_clip_loss(clip, x, x0, delta_t) + _l1(x, x0, lambda_l1, l1))
 
 
@@ -194,7 +194,7 @@ def check_alg1_iteration(fn: Callable[..., object], *, seed: int = 0) -> Check:
     base = DiffusionModel(TinyUNet(g), Schedule.linear(), SHAPE[-1], "exercise-tiny").requires_grad_(False)
     t0, S_gen, lambda_l1, lr = 300, 3, 0.3, 0.1
     x0 = images(g)
-    x_t0 = ddim_invert(base, x0, base.schedule, t0, 4)
+    x_t0 = ddim_invert(base, x0, base.schedule, t0=t0, S_for=4)
     delta_t = text_direction(clip, "smiling face", "face")
     run = _weight_check(
         base,
@@ -304,7 +304,7 @@ def check_alg2_step(fn: Callable[..., torch.Tensor], *, seed: int = 0) -> Check:
     t0, lambda_l1, lr = 300, 0.3, 0.1
     t, t_next = generation_pairs(3, t0, base.schedule.T)[0]
     x0 = images(g)
-    x_t = ddim_invert(base, x0, base.schedule, t0, 4)
+    x_t = ddim_invert(base, x0, base.schedule, t0=t0, S_for=4)
     delta_t = text_direction(clip, "smiling face", "face")
     run = _weight_check(
         base,
@@ -341,7 +341,7 @@ def check_alg2_step(fn: Callable[..., torch.Tensor], *, seed: int = 0) -> Check:
         with torch.no_grad():
             for (_, p), d in zip(tuned.named_parameters(), expected.values()):
                 p.add_(d)
-            return ddim_step(tuned, x_t, t, t_next, base.schedule)[0]
+            return ddim_step(tuned, x_t, t, t_next, base.schedule).x_next
 
     weight_diagnoses = [
         matches(

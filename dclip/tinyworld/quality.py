@@ -112,7 +112,7 @@ def ddpm_quality(n_samples: int = 256, n_recon: int = 64, grid_path: Path | None
     model = load_diffusion("tinyfaces", device="cpu")
     judge = load_judge()
     noise = torch.randn(n_samples, 3, 32, 32, generator=torch.Generator().manual_seed(FRESH_SEED))
-    samples = ddim_generate(model, noise, model.schedule, 999, 50, progress=True, clip_x0=True).clamp(-1, 1)
+    samples = ddim_generate(model, noise, model.schedule, t0=999, S_gen=50, progress=True, clip_x0=True).clamp(-1, 1)
     verdict = judge_faces(judge, samples)
     train = make_faces(4000, seed=FRESH_SEED + 2, split="in-domain")
     out: dict = {}
@@ -132,9 +132,9 @@ def ddpm_quality(n_samples: int = 256, n_recon: int = 64, grid_path: Path | None
     x0 = make_faces(n_recon, seed=FRESH_SEED + 3, split="in-domain").images
     mae = {}
     for t0 in (300, 500, 600):
-        latent = ddim_invert(model, x0, model.schedule, t0, 200, progress=True)
+        latent = ddim_invert(model, x0, model.schedule, t0=t0, S_for=200, progress=True)
         for s_gen in (6, 40) if t0 == 500 else (40,):
-            rec = ddim_generate(model, latent, model.schedule, t0, s_gen).clamp(-1, 1)
+            rec = ddim_generate(model, latent, model.schedule, t0=t0, S_gen=s_gen).clamp(-1, 1)
             mae[f"t0={t0},S=(200,{s_gen})"] = ((rec - x0).abs() / 2).mean().item()  # images in [0, 1]
     out["round_trip_mae"] = mae
     return out
