@@ -222,7 +222,8 @@ def test_the_floor_check_reports_wrong_way_imports_a_cycle_and_an_unplaced_modul
     files = {
         "__init__.py": '__version__ = "1"\n_HOMES = {"solve": "pkg.math"}\n',
         "math.py": "LOADER = 'pkg.plug.zoo:load'\n",
-        "method.py": "from pkg import solve\n\n\ndef f():\n    from .machine import M\n    from pkg import __version__\n",
+        "method.py": "from pkg import solve\n\n\ndef f():\n    from .machine import M\n"
+        + "    from pkg import __version__\n",
         "machine.py": "import pkg.tools\n",
         "tools.py": "from pkg.machine import Machine\n",
         "plug/__init__.py": "",
