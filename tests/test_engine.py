@@ -333,13 +333,45 @@ def test_transition_spans_reconstruction_to_edit(base, images):
     assert (half - plain).abs().mean() < (edit - plain).abs().mean()
 
 
-def test_multi_attribute_combination_checks_its_weights(base, images):
+def _grid(S: int, t0: int) -> list[int]:
+    """Sec. 3.3's time grid, written out: ``tau_i = floor(t0 (i - 1) / (S - 1))``, i = 1..S."""
+    return [t0 * i // (S - 1) for i in range(S)]
+
+
+def _ddim_by_hand(eps_i, gammas, x: torch.Tensor, times: list[int], schedule) -> torch.Tensor:
+    """Deterministic DDIM (Eq. 12/13) along ``times`` with the combined step of Eq. 14 written per model:
+    ``x_s = sum_i gamma_i(t) [sqrt(a_s) f_i(x_t, t) + sqrt(1 - a_s) eps_i(x_t, t)]``, ``f_i = (x_t - sqrt(1 - a_t)
+    eps_i) / sqrt(a_t)``; the step out of the clean image (t = -1, a = 1) asks the models at t = 0."""
+    for t, s in zip(times, times[1:]):
+        a_t, a_s = float(schedule.alpha_bar_at(t)), float(schedule.alpha_bar_at(s))
+        t_in = torch.full((x.shape[0],), max(t, 0))
+        steps = []
+        for g, m in zip(gammas(t), eps_i):
+            e = m(x, t_in)
+            steps.append(g * (a_s**0.5 * (x - (1 - a_t) ** 0.5 * e) / a_t**0.5 + (1 - a_s) ** 0.5 * e))
+        x = sum(steps)
+    return x
+
+
+def test_multi_attribute_combination_is_the_weighted_sum_of_each_models_step(base, images):
+    """Alg. 5 from given latents: every generation step is the gamma-weighted sum of the steps each fine-tuned
+    model would take (Eq. 14), with weights that change along the way; weights (1, 0) are the first model's edit."""
     tuned = [small_model(1), small_model(2)]
+    a = float(base.schedule.alpha_bar_at(100))  # latents of the images at t0 = 100 (Eq. 1)
+    x_t0 = a**0.5 * images + (1 - a) ** 0.5 * torch.randn(images.shape, generator=torch.Generator().manual_seed(5))
+    gammas = lambda t: [0.7, 0.3] if t > 50 else [0.2, 0.8]  # noqa: E731
+    times = [*reversed(_grid(3, 100)), -1]  # 100 -> 50 -> 0 -> -1: S_gen = 3 steps
     with torch.no_grad():
-        out = combine(base, tuned, [0.5, 0.5], images, t0=300, S_for=4, S_gen=3)
-    assert out.shape == images.shape
+        out = combine(base, tuned, gammas=gammas, images=None, t0=100, S_gen=3, x_t0=x_t0)
+        expected = _ddim_by_hand(tuned, gammas, x_t0, times, base.schedule)
+        first = combine(base, tuned, gammas=[1.0, 0.0], images=None, t0=100, S_gen=3, x_t0=x_t0)
+        alone = manipulate(base, tuned[0], None, t0=100, S_gen=3, x_t0=x_t0)
+        second = combine(base, tuned, gammas=[0.0, 1.0], images=None, t0=100, S_gen=3, x_t0=x_t0)
+    assert torch.allclose(out, expected, atol=1e-5), (out - expected).abs().max()
+    assert torch.equal(first, alone)
+    assert (out - first).abs().max() > 1e-3 and (out - second).abs().max() > 1e-3  # both models count
     with pytest.raises(ValueError, match="sum to 1"):
-        combine(base, tuned, [0.5, 0.7], images, t0=300, S_for=4, S_gen=3)
+        combine(base, tuned, gammas=[0.5, 0.7], images=images, t0=100, S_for=4, S_gen=3)
 
 
 def test_stochastic_manipulation_is_seeded_and_varied(base, images):
@@ -358,23 +390,25 @@ def test_stochastic_manipulation_is_seeded_and_varied(base, images):
         assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
 
 
-def test_translation_brings_images_into_the_domain_then_edits(base, images):
+def test_translation_is_ddpm_forward_and_ddim_reverse_k_times_then_the_manipulation(base, images):
+    """Alg. 4 composed from the primitives: K_DDPM rounds of x_t0 = sqrt(a_t0) x + sqrt(1 - a_t0) w (Eq. 1, w from
+    the seeded generator) and 40 DDIM steps back with the pretrained model, clamped to [-1, 1]; then Alg. 3:
+    invert with the pretrained model (S_for steps), regenerate with the fine-tuned one (S_gen steps)."""
+    tuned, alone = small_model(1), lambda t: [1.0]
+    settings = dict(t0=300, S_for=4, S_gen=3, t0_ddpm=200, k_ddpm=2)
     with torch.no_grad():
-        x_prime, edited = translate(
-            base,
-            small_model(1),
-            images,
-            t0=300,
-            S_for=4,
-            S_gen=3,
-            t0_ddpm=200,
-            k_ddpm=2,
-            generator=torch.Generator().manual_seed(0),
-        )
-        again = to_pretrained_domain(
-            base, images, t0=200, S_gen=40, k_ddpm=2, generator=torch.Generator().manual_seed(0)
-        )
-    assert torch.equal(x_prime, again) and edited.shape == images.shape
+        x_prime, edited = translate(base, tuned, images, **settings, generator=torch.Generator().manual_seed(0))
+        g, x = torch.Generator().manual_seed(0), images
+        a = float(base.schedule.alpha_bar_at(200))
+        for _ in range(2):
+            w = torch.randn(images.shape, generator=g)
+            x_t0 = a**0.5 * x + (1 - a) ** 0.5 * w
+            x = _ddim_by_hand([base], alone, x_t0, [*reversed(_grid(40, 200)), -1], base.schedule).clamp(-1, 1)
+        latents = _ddim_by_hand([base], alone, x, [-1, *_grid(4, 300)], base.schedule)
+        expected = _ddim_by_hand([tuned], alone, latents, [*reversed(_grid(3, 300)), -1], base.schedule)
+    assert torch.allclose(x_prime, x, atol=1e-5), (x_prime - x).abs().max()
+    assert torch.allclose(edited, expected, atol=1e-4), (edited - expected).abs().max()
+    assert (x_prime - images).abs().mean() > 0.05  # the rounds moved the images
     with pytest.raises(ValueError, match="k_ddpm"):
         to_pretrained_domain(base, images, t0=200, k_ddpm=0)
 

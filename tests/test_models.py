@@ -1,5 +1,6 @@
 """The model zoo, offline: every loading path against locally saved weights of the real architectures."""
 
+import shutil
 import time
 
 import pytest
@@ -145,8 +146,38 @@ def test_clip_bad_names_and_texts_are_clear_errors():
         dclip.load_clip("ViT-B-32", pretrained="no-such-tag")
 
 
-def test_tiny_model_in_half_precision_and_compiled():
-    model = load_diffusion("tinyfaces", device="cpu", dtype=torch.float16)
-    assert next(model.unet.parameters()).dtype == torch.float16
+def _tiny_eps_inputs(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(2, 3, n, n, generator=torch.Generator().manual_seed(0)), torch.tensor([500, 100])
+
+
+@pytest.mark.parametrize(
+    "dtype, rel_tol",
+    # the relative L2 error of eps, a few times each format's unit roundoff (2^-8 for bf16, 2^-11 for fp16);
+    # measured on the CPU: 0.4% and 0.04%
+    [(torch.bfloat16, 2e-2), (torch.float16, 2e-3)],
+    ids=["bf16", "fp16"],
+)
+def test_tiny_model_in_half_precision_predicts_the_float32_noise(dtype, rel_tol):
+    model32 = load_diffusion("tinyfaces", device="cpu")
+    model = load_diffusion("tinyfaces", device="cpu", dtype=dtype)
+    assert next(model.unet.parameters()).dtype == dtype
+    x, t = _tiny_eps_inputs(model.image_size)
+    with torch.no_grad():
+        eps32, eps = model32(x, t), model(x, t)
+    assert eps.dtype == torch.float32 and eps.shape == x.shape  # handed back in the caller's dtype
+    error = float((eps - eps32).norm() / eps32.norm())
+    assert 0 < error < rel_tol, error
+
+
+@pytest.mark.slow
+def test_tiny_model_compiled_predicts_the_eager_noise():
+    """torch.compile (inductor, which builds C++ kernels: about 80 s on one CPU thread the first time)."""
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("torch.compile's CPU backend (inductor) needs a C++ compiler, and this machine has none")
+    eager = load_diffusion("tinyfaces", device="cpu")
     compiled = load_diffusion("tinyfaces", device="cpu", compile=True)
     assert isinstance(compiled.unet, torch._dynamo.eval_frame.OptimizedModule)
+    x, t = _tiny_eps_inputs(eager.image_size)
+    with torch.no_grad():
+        expected, eps = eager(x, t), compiled(x, t)
+    assert torch.allclose(eps, expected, atol=1e-4), (eps - expected).abs().max()  # fused kernels reorder sums

@@ -138,13 +138,41 @@ def test_code_cells_stay_short(path):
             assert len(source(x).splitlines()) <= 25, source(x)[:80]
 
 
+def assert_every_code_cell_ran_without_error(nb) -> None:
+    """Each code cell with source was executed, in order (execution counts 1, 2, ...), and has no error output."""
+    code = [(i, cell) for i, cell in enumerate(nb.cells) if cell.cell_type == "code" and cell.source.strip()]
+    errors = [
+        f"cell {i}: {o.ename}: {o.evalue}\n{cell.source[:200]}"
+        for i, cell in code
+        for o in cell.outputs
+        if o.output_type == "error"
+    ]
+    assert not errors, "\n\n".join(errors)
+    counts = [cell.execution_count for _, cell in code]
+    assert counts == list(range(1, len(code) + 1)), f"not every code cell ran: execution counts {counts}"
+
+
+def test_the_run_check_catches_an_error_output_and_a_cell_that_did_not_run():
+    import nbformat
+
+    ran = lambda n, outputs=(): nbformat.v4.new_code_cell("x = 1", execution_count=n, outputs=list(outputs))  # noqa: E731
+    error = nbformat.v4.new_output("error", ename="NameError", evalue="name 'y' is not defined", traceback=[])
+    blank = nbformat.v4.new_code_cell("  ")
+    assert_every_code_cell_ran_without_error(nbformat.v4.new_notebook(cells=[ran(1), blank, ran(2)]))
+    with pytest.raises(AssertionError, match="cell 1: NameError: name 'y' is not defined"):
+        assert_every_code_cell_ran_without_error(nbformat.v4.new_notebook(cells=[ran(1), ran(2, [error])]))
+    with pytest.raises(AssertionError, match=r"not every code cell ran: execution counts \[1, None\]"):
+        assert_every_code_cell_ran_without_error(nbformat.v4.new_notebook(cells=[ran(1), ran(None)]))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_student_edition_runs_the_real_worlds_code_path_in_the_smoke_world(path, tmp_path):
     """The student edition of every chapter (dclip.editions: each solution region replaced by a stub that raises
     NotImplementedError), top to bottom, in the smoke world (the real world's code on a small random UNet of its
-    architecture, with the tiny CLIP): no cell fails, and every check cell prints its "not implemented yet"
-    verdict. Outputs are not compared, the numbers mean nothing there; strict nbval runs the source chapters."""
+    architecture, with the tiny CLIP): every code cell runs, in order, and none has an error output, and every
+    check cell prints its "not implemented yet" verdict. Outputs are not compared, the numbers mean nothing there;
+    strict nbval runs the source chapters."""
     import os
 
     import nbformat
@@ -158,11 +186,12 @@ def test_student_edition_runs_the_real_worlds_code_path_in_the_smoke_world(path,
     before = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
-        client.execute()
+        resources = {"metadata": {"path": str(tmp_path)}}
+        NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True, resources=resources).execute()
     finally:
         for k, v in before.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    assert_every_code_cell_ran_without_error(nb)
     checks = [nb.cells[i + 1] for i, cell in enumerate(nb.cells) if is_your_turn(cell)]
     for check in checks:
         printed = "".join(o.get("text", "") for o in check.outputs)
