@@ -23,9 +23,10 @@ import torch
 
 import dclip
 from dclip.editing import manipulate
-from dclip.finetune import FinetuneConfig, finetune, precompute_latents
+from dclip.finetune import FinetuneConfig, finetune
 from dclip.losses import directional_similarity, text_direction
 from dclip.schedule import PAPER_STEPS
+from dclip.store import precompute_latents
 from dclip.tinyworld.faceid import faceid_identity
 from dclip.tinyworld.faces import ATTRIBUTES, make_faces
 from dclip.tinyworld.identity import lowpass_identity

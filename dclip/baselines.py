@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import torch
 
-from dclip.clip import CLIP
 from dclip.ddim import _time, ddim_generate, ddim_step, predict_x0
 from dclip.ddpm import q_sample
 from dclip.losses import IdentityTerm, directional_clip_loss, global_clip_loss, identity_loss, text_direction
-from dclip.models import DiffusionModel
 from dclip.progress import progress_bar
+from dclip.protocols import NoisePredictor, TextImageEncoder
 from dclip.schedule import PAPER_STEPS
 
 
 def latent_optimization(
-    model: DiffusionModel,
-    clip: CLIP,
+    model: NoisePredictor,
+    clip: TextImageEncoder,
     x0: torch.Tensor,
     x_t0: torch.Tensor,
     delta_t: torch.Tensor,
@@ -60,8 +59,8 @@ def latent_optimization(
 
 
 def clip_guided_sampling(
-    model: DiffusionModel,
-    clip: CLIP,
+    model: NoisePredictor,
+    clip: TextImageEncoder,
     x0: torch.Tensor,
     x_t0: torch.Tensor,
     delta_t: torch.Tensor,
@@ -94,7 +93,7 @@ def clip_guided_sampling(
 
 
 def sdedit(
-    model: DiffusionModel,
+    model: NoisePredictor,
     images: torch.Tensor,
     *,
     t0: int,
@@ -110,7 +109,7 @@ def sdedit(
 
 
 def pixel_optimization(
-    clip: CLIP,
+    clip: TextImageEncoder,
     x0: torch.Tensor,
     target: str,
     reference: str,

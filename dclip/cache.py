@@ -15,7 +15,6 @@ are removed while the cache is larger than ``$DCLIP_CACHE_MAX_GB`` (default 20).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import os
 import re
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from dclip.hashing import tensor_checksum
 
 #: The kinds of entries dclip writes, one folder each under :func:`cache_root`.
 KINDS = ("latents", "finetuned", "samples")
@@ -120,16 +121,6 @@ def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
-
-
-def tensor_checksum(tensors: Mapping[str, torch.Tensor]) -> str:
-    """SHA-1 of the names, dtypes, shapes and bytes of ``tensors``: what a cache entry's metadata records."""
-    h = hashlib.sha1()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def _nonfinite(tensors: Mapping[str, torch.Tensor]) -> list[str]:

@@ -11,8 +11,8 @@ import torch
 
 from dclip.ddim import check_eta, check_model_batch, ddim_generate, ddim_invert
 from dclip.ddpm import q_sample
-from dclip.models import DiffusionModel
 from dclip.noise_combination import Gammas, mix_noise_predictors, transition_gammas
+from dclip.protocols import NoisePredictor
 from dclip.schedule import PAPER_STEPS, TimeGrid, check_generator, check_int
 
 if TYPE_CHECKING:
@@ -45,11 +45,12 @@ def _warn_if_unstable(x: torch.Tensor, what: str, t0: int, T: int, steps: str) -
     return x
 
 
-def _check_pair(base: DiffusionModel, tuned: DiffusionModel) -> None:
+def _check_pair(base: NoisePredictor, tuned: NoisePredictor) -> None:
     for name, m in (("base", base), ("the fine-tuned model", tuned)):
-        if not isinstance(m, DiffusionModel):
+        if not isinstance(m, NoisePredictor):
             raise ValueError(
-                f"{name} must be a dclip DiffusionModel (dclip.load_diffusion, pipe.finetuned(recipe)), got {m!r}"
+                f"{name} must be a dclip DiffusionModel or another noise predictor with its schedule "
+                f"(dclip.load_diffusion, pipe.finetuned(recipe)), got {m!r}"
             )
     if base.image_size != tuned.image_size or base.schedule.T != tuned.schedule.T:
         raise ValueError(
@@ -76,7 +77,7 @@ def _carried(x_t0: torch.Tensor | Latents | None, t0: int | None, S_for: int | N
 
 
 def _latents(
-    base: DiffusionModel,
+    base: NoisePredictor,
     images: torch.Tensor | None,
     x_t0: torch.Tensor | Latents | None,
     *,
@@ -103,8 +104,8 @@ def _latents(
 
 
 def manipulate(
-    base: DiffusionModel,
-    tuned: DiffusionModel,
+    base: NoisePredictor,
+    tuned: NoisePredictor,
     images: torch.Tensor | None = None,
     *,
     t0: int | None = None,
@@ -133,7 +134,7 @@ def manipulate(
 
 
 def to_pretrained_domain(
-    base: DiffusionModel,
+    base: NoisePredictor,
     images: torch.Tensor,
     *,
     t0: int = 500,
@@ -160,8 +161,8 @@ def to_pretrained_domain(
 
 
 def translate(
-    base: DiffusionModel,
-    tuned: DiffusionModel,
+    base: NoisePredictor,
+    tuned: NoisePredictor,
     images: torch.Tensor,
     *,
     t0: int,
@@ -189,8 +190,8 @@ def translate(
 
 
 def combine(
-    base: DiffusionModel,
-    tuned: Sequence[DiffusionModel],
+    base: NoisePredictor,
+    tuned: Sequence[NoisePredictor],
     gammas: Gammas,
     images: torch.Tensor | None = None,
     t0: int | None = None,
@@ -217,8 +218,8 @@ def combine(
 
 
 def transition(
-    base: DiffusionModel,
-    tuned: DiffusionModel,
+    base: NoisePredictor,
+    tuned: NoisePredictor,
     gamma: float,
     x_t0: torch.Tensor | Latents,
     *,

@@ -1,6 +1,6 @@
 """Fine-tuning the noise predictor (Alg. 1 and its GPU-efficient variant, Alg. 2) and the latents it starts from.
 
-latents = precompute_latents(model, images, t0=500, S_for=40)      # Alg. 1, step 1 (cached on disk)
+latents = invert_latents(model, images, t0=500, S_for=40)          # Alg. 1, step 1 (dclip.store caches it)
 result = finetune(model, clip, latents, FinetuneConfig("angry face", "face", t0=500))
 edited = manipulate(model, result.model, x_t0=latents)             # Alg. 3 (dclip.editing), t0 from the latents
 """
@@ -8,33 +8,18 @@ edited = manipulate(model, result.model, x_t0=latents)             # Alg. 3 (dcl
 from __future__ import annotations
 
 import copy
-import functools
-import hashlib
-import json
 import math
 import re
 import time
-import types
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from dclip.cache import (
-    atomic_write,
-    ensure_writable,
-    keep_in_memory,
-    kept,
-    load_checked,
-    resolve_dir,
-    save_tensors_atomic,
-    tensor_checksum,
-)
-from dclip.clip import CLIP
 from dclip.ddim import check_image, check_model_batch, ddim_generate, ddim_invert, ddim_step
+from dclip.hashing import fingerprint
 from dclip.losses import (
     DIRECTION_FORMS,
     IdentityTerm,
@@ -45,18 +30,10 @@ from dclip.losses import (
     identity_loss,
     text_direction,
 )
-from dclip.models import DiffusionModel
+from dclip.precision import PRECISIONS, autocast_dtype
 from dclip.progress import progress_bar
+from dclip.protocols import NoisePredictor, TextImageEncoder
 from dclip.schedule import PAPER_STEPS, check_int
-
-
-def fingerprint(model: torch.nn.Module) -> str:
-    """A short hash of a model's weights: which base model a latent or a fine-tuned checkpoint belongs to."""
-    h = hashlib.sha1()
-    for name, p in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 @dataclass
@@ -83,50 +60,22 @@ class Latents:
         return self.x0.shape[0]
 
 
-def precompute_latents(
-    model: DiffusionModel,
+def invert_latents(
+    model: NoisePredictor,
     images: torch.Tensor,
     *,
     t0: int,
     S_for: int = PAPER_STEPS.S_for,
-    cache_dir: str | Path | None = "default",
     batch_size: int = 64,
     progress: bool = True,
 ) -> Latents:
-    """Invert ``images`` once with the pretrained model (Eq. 12); reused for every target text ("recycling").
-
-    Cached on disk under ``cache_dir`` (``"default"``: the ``latents`` folder of :func:`dclip.cache.cache_root`,
-    resolved at the call) keyed by the model's weights, t0, S_for, the image content and the package version;
-    ``cache_dir=None`` turns the cache off. The folder is checked writable before the inversion starts; when the
-    write fails anyway (a full disk) the latents are returned and kept in memory, with a warning. A cached file
-    that cannot be read or does not hold these images' latents (other t0, S_for, images, non-finite values) is
-    computed again, with a warning that names it (:func:`dclip.cache.load_checked`); non-finite latents are an
-    error and never cached.
-    """
+    """Invert ``images`` once with the pretrained model (Eq. 12, ``S_for`` steps to ``t0``): the latents that
+    fine-tuning reuses for every target text ("recycling", Alg. 1, step 1). :func:`dclip.store.precompute_latents`
+    keeps them on disk. Non-finite latents (broken weights) are an error."""
     model.check_images(images)
     check_int(S_for, "S_for", minimum=1)
     grid = model.schedule.grid(t0=t0, S=S_for)
     check_int(batch_size, "batch_size", minimum=1)
-    base = fingerprint(model)
-    key = hashlib.sha1(f"{base}|{t0}|{S_for}".encode() + images.float().cpu().numpy().tobytes())
-    name = f"{model.name.replace('/', '_')}-t{t0}-S{S_for}-{key.hexdigest()[:16]}.safetensors"
-    folder = resolve_dir(cache_dir, "latents")
-    path = folder / name if folder is not None else None
-    meta = {"t0": t0, "S_for": S_for, "model": base}
-    x0 = images.detach().cpu().contiguous()  # laid out as a loaded file is: computed and cached latents act alike
-
-    def same_images(tensors: dict[str, torch.Tensor], _: dict) -> str | None:
-        if set(tensors) != {"x0", "x_t0"} or tensors["x_t0"].shape != x0.shape:
-            return f"holds tensors {sorted(tensors)} of other shapes than the {tuple(x0.shape)} images"
-        return None if torch.equal(tensors["x0"], x0) else "holds the latents of other images"
-
-    if path is not None and isinstance(kept(path), Latents):
-        return kept(path)
-    cached = load_checked(path, expect=meta, check=same_images) if path is not None else None
-    if cached is not None:
-        return Latents(cached[0]["x0"], cached[0]["x_t0"], t0, S_for)
-    if folder is not None:
-        ensure_writable(folder)
     chunks = [
         ddim_invert(model, c, model.schedule, grid=grid, progress=progress)
         for c in images.to(model.device).split(batch_size)
@@ -137,26 +86,8 @@ def precompute_latents(
             f"DDIM inversion with model {model.name!r} gave non-finite latents (NaN or inf) from finite images: "
             "the model's weights or outputs are broken; nothing was cached"
         )
-    latents = Latents(x0, x_t0, t0, S_for)
-    if path is not None:
-        try:
-            save_tensors_atomic(path, {"x0": x0, "x_t0": x_t0}, metadata=meta)
-        except OSError as e:
-            keep_in_memory(path, latents, e, save_hint="pass cache_dir= a writable folder")
-    return latents
-
-
-PRECISIONS = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype of the forward passes: float32 off CUDA; on CUDA "auto" is bf16 where the GPU supports it (Ampere
-    and later) and fp16 elsewhere (a T4), which :func:`finetune` pairs with loss scaling."""
-    if device.type != "cuda":
-        return torch.float32
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
-    return PRECISIONS[precision]
+    x0 = images.detach().cpu().contiguous()  # laid out as a loaded file is: computed and cached latents act alike
+    return Latents(x0, x_t0, grid.t0, grid.S)
 
 
 CLIP_LOSSES = ("direction", "global")
@@ -249,7 +180,7 @@ class FinetuneConfig:
 
 @dataclass
 class FinetuneResult:
-    model: DiffusionModel  # the fine-tuned eps_theta_hat (a copy; the pretrained model is untouched)
+    model: NoisePredictor  # the fine-tuned eps_theta_hat (a copy; the pretrained model is untouched)
     config: FinetuneConfig
     history: list[dict]  # one entry per optimizer step: loss terms and learning rate
     base_fingerprint: str
@@ -257,11 +188,11 @@ class FinetuneResult:
 
 
 #: Called after every optimizer step with (iteration, history entry, fine-tuned model).
-Callback = Callable[[int, dict, DiffusionModel], None]
+Callback = Callable[[int, dict, NoisePredictor], None]
 
 
 def objective(
-    clip: CLIP,
+    clip: TextImageEncoder,
     x_gen: torch.Tensor,
     x0: torch.Tensor,
     delta_t: torch.Tensor,
@@ -285,15 +216,15 @@ def objective(
 
 
 def finetune(
-    model: DiffusionModel,
-    clip: CLIP,
+    model: NoisePredictor,
+    clip: TextImageEncoder,
     latents: Latents,
     cfg: FinetuneConfig,
     identity: IdentityTerm | None = None,
     *,
     callback: Callback | None = None,
     progress: bool = True,
-    init: DiffusionModel | None = None,
+    init: NoisePredictor | None = None,
 ) -> FinetuneResult:
     """Fine-tune a copy of ``model`` so that images generated from ``latents`` match ``cfg.target`` (Alg. 1 / 2).
 
@@ -305,8 +236,8 @@ def finetune(
     DDIM coefficients, not through how the later steps respond to x_t (the recurrent path of Fig. 3), which Alg. 2
     lacks as well. Adam with ``lr``, multiplied by ``lr_gamma`` every ``lr_every`` iterations
     (batches), so both algorithms follow the same schedule per image seen.
-    ``init`` resumes from an earlier fine-tuned model (:func:`load_finetuned`). On CUDA the forward passes run
-    under autocast (``cfg.precision``; fp16 with a gradient scaler), the weights and optimizer stay float32.
+    ``init`` resumes from an earlier fine-tuned model (:func:`dclip.store.load_finetuned`). On CUDA the forward
+    passes run under autocast (``cfg.precision``; fp16 with a gradient scaler), the weights and optimizer stay float32.
     The batch order and the CLIP views are drawn from generators seeded with ``cfg.seed`` (the global RNG is left
     alone). A non-finite loss or non-finite weights (a diverged run: lower ``lr``) stop with a ``FloatingPointError``.
     """
@@ -319,8 +250,8 @@ def finetune(
     check_model_batch(latents.x_t0, model.image_size, "latents.x_t0")
     if cfg.lambda_id > 0 and identity is None:
         raise ValueError(
-            f"lambda_id={cfg.lambda_id} needs an identity term: pass identity=lowpass_identity in the tiny world or "
-            "dclip.identity.arcface_identity() for real faces, or set lambda_id=0"
+            f"lambda_id={cfg.lambda_id} needs an identity term: pass the world's (dclip.world().identity; "
+            "dclip.identity.arcface_identity() for real faces), or set lambda_id=0"
         )
     device = model.device
     base = fingerprint(model)
@@ -397,176 +328,3 @@ def finetune(
             f"step; lower lr={cfg.lr}"
         )
     return FinetuneResult(tuned, cfg, history, base, time.perf_counter() - start)
-
-
-def save_finetuned(result: FinetuneResult, path: str | Path, *, key: str | None = None) -> Path:
-    """Save the fine-tuned weights (``path.safetensors``) and a JSON card of the recipe and settings (``path.json``).
-
-    The weights file also carries the card (and the cache ``key`` of :func:`finetune_or_load`) in its metadata,
-    written in one atomic step (:func:`dclip.cache.save_tensors_atomic`): a reader sees weights and card together
-    or neither. Non-finite weights are refused."""
-    path = Path(path).with_suffix("")
-    card = {
-        "base_model": result.model.name,
-        "base_fingerprint": result.base_fingerprint,
-        "config": asdict(result.config),
-        "seconds": round(result.seconds, 2),
-        "steps": len(result.history),
-        "final": result.history[-1] if result.history else None,
-    }
-    text = json.dumps(card, indent=2, default=str) + "\n"
-    weights = {k: v.contiguous() for k, v in result.model.unet.state_dict().items()}
-    meta = {"card": text, "base_fingerprint": result.base_fingerprint, "key": key or ""}
-    save_tensors_atomic(str(path) + ".safetensors", weights, metadata=meta)
-    atomic_write(str(path) + ".json", lambda tmp: tmp.write_text(text))  # a readable copy of the card
-    return Path(str(path) + ".safetensors")
-
-
-def _describe_value(value: object) -> str:
-    """A stable, complete description of an argument of an identity term: tensors and arrays by their content."""
-    if isinstance(value, torch.Tensor):
-        return f"tensor{tuple(value.shape)}[{tensor_checksum({'v': value})[:16]}]"
-    if isinstance(value, np.ndarray):
-        return _describe_value(torch.from_numpy(np.ascontiguousarray(value)))
-    if isinstance(value, (tuple, list)):
-        return f"{type(value).__name__}({', '.join(_describe_value(v) for v in value)})"
-    if isinstance(value, dict):
-        return f"dict({', '.join(f'{k!r}: {_describe_value(v)}' for k, v in sorted(value.items(), key=str))})"
-    if value is None or isinstance(value, (bool, int, float, str, np.number)):
-        return repr(value)
-    if isinstance(value, torch.nn.Module):
-        return f"{type(value).__module__}.{type(value).__qualname__}[{fingerprint(value)}]"
-    return _describe(value)
-
-
-def _describe(identity: IdentityTerm | None) -> str:
-    """A stable name of an identity term for cache keys: its ``cache_name`` attribute, a module-level function's
-    dotted name, or a ``functools.partial`` of these with its arguments (tensors by content). Lambdas, local
-    functions, methods and objects without a ``cache_name`` have no stable name: a clear ``ValueError``."""
-    if identity is None:
-        return "none"
-    name = getattr(identity, "cache_name", None)
-    if name is not None:
-        return str(name)
-    if isinstance(identity, functools.partial):
-        args = [_describe_value(a) for a in identity.args]
-        args += [f"{k}={_describe_value(v)}" for k, v in sorted(identity.keywords.items())]
-        return f"{_describe(identity.func)}({', '.join(args)})"
-    qualname = getattr(identity, "__qualname__", "")
-    if isinstance(identity, (types.FunctionType, types.BuiltinFunctionType)) and "<" not in qualname:
-        return f"{identity.__module__}.{qualname}"
-    raise ValueError(
-        f"the identity term {identity!r} has no stable name for the fine-tuning cache key (lambdas, local "
-        "functions, methods and objects without one would share or miss entries): give it a `cache_name` "
-        "attribute that changes whenever its behaviour does, use a module-level function, or call finetune() "
-        "(no cache)"
-    )
-
-
-def _describe_clip(clip: CLIP) -> str:
-    """The CLIP in a cache key: its ``cache_name``, or its name and a hash of its weights."""
-    name = getattr(clip, "cache_name", None)
-    if name is not None:
-        return str(name)
-    if isinstance(clip, torch.nn.Module):
-        return f"{getattr(clip, 'name', type(clip).__name__)}[{fingerprint(clip)}]"
-    raise ValueError(
-        f"the CLIP {type(clip).__name__} is neither a torch module nor has a `cache_name`: the fine-tuning cache "
-        "key needs its weights; use dclip.load_clip or call finetune() (no cache)"
-    )
-
-
-def finetune_key(
-    model: DiffusionModel, clip: CLIP, latents: Latents, cfg: FinetuneConfig, identity: IdentityTerm | None = None
-) -> str:
-    """The cache key of a fine-tuning run: everything its result depends on, i.e. the base and CLIP weights, the
-    latents, the settings, the identity term (when ``lambda_id > 0``) and the package version."""
-    from dclip.version import package_version
-
-    parts = {
-        "base": fingerprint(model),
-        "clip": _describe_clip(clip),
-        "latents": [latents.t0, latents.S_for, tensor_checksum({"x0": latents.x0, "x_t0": latents.x_t0})],
-        "config": {k: v for k, v in asdict(cfg).items() if k != "clip_loss" or v != "direction"},  # keys as before
-        "identity": _describe(identity) if cfg.lambda_id > 0 else "unused",
-        "dclip": package_version(),
-    }
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def finetune_or_load(
-    model: DiffusionModel,
-    clip: CLIP,
-    latents: Latents,
-    cfg: FinetuneConfig,
-    identity: IdentityTerm | None = None,
-    *,
-    cache_dir: str | Path = "default",
-    progress: bool = True,
-    callback: Callback | None = None,
-    force: bool = False,
-) -> DiffusionModel:
-    """:func:`finetune` once and keep the result on disk (:func:`save_finetuned`), keyed by everything it depends
-    on (:func:`finetune_key`): later chapters reuse what an earlier one trained. A stored result that cannot be
-    read or does not match its key is trained again, with a warning that names the file.
-    ``force=True`` trains (and stores) even when a stored result exists, for example to watch the ``callback``.
-    ``cache_dir`` ``"default"`` is the ``finetuned`` folder of :func:`dclip.cache.cache_root`, resolved at the call;
-    it is checked writable before training; when the write fails anyway (a full disk) the model is returned and
-    kept in memory, with a warning saying how to save it elsewhere."""
-    key = finetune_key(model, clip, latents, cfg, identity)
-    folder = resolve_dir(cache_dir, "finetuned")
-    if folder is None:
-        raise ValueError("cache_dir=None: finetune_or_load stores its result; call finetune() to train without storing")
-    path = folder / f"{model.name.replace('/', '_')}-{key}"
-    if not force:
-        if isinstance(kept(path), FinetuneResult):
-            return kept(path).model
-        cached = load_checked(str(path) + ".safetensors", expect={"key": key})
-        if cached is not None:
-            tuned = copy.deepcopy(model)
-            tuned.unet.load_state_dict(cached[0])
-            return tuned.eval()
-    ensure_writable(folder)
-    result = finetune(model, clip, latents, cfg, identity, callback=callback, progress=progress)
-    try:
-        save_finetuned(result, path, key=key)
-    except OSError as e:
-        hint = f"save it elsewhere with dclip.finetune.save_finetuned(dclip.cache.kept({str(path)!r}), OTHER_PATH)"
-        keep_in_memory(path, result, e, save_hint=hint)
-    return result.model
-
-
-def load_finetuned(path: str | Path, base: DiffusionModel) -> tuple[DiffusionModel, FinetuneConfig]:
-    """A fine-tuned model saved by :func:`save_finetuned`, on top of its pretrained ``base`` (checked); the card is
-    read from the weights file, or from ``path.json`` for files written before it carried one."""
-    from safetensors import safe_open
-
-    path = Path(path).with_suffix("")
-    weights = Path(str(path) + ".safetensors")
-    if not weights.is_file():
-        raise FileNotFoundError(f"no fine-tuned weights at {weights}")
-    try:
-        with safe_open(str(weights), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:
-        raise ValueError(f"cannot read fine-tuned weights {weights} ({type(e).__name__}: {e})") from e
-    if "checksum" in meta and meta["checksum"] != tensor_checksum(state):
-        raise ValueError(f"{weights} does not match its checksum: the file is truncated or altered")
-    card_file = Path(str(path) + ".json")
-    if "card" in meta:
-        card = json.loads(meta["card"])
-    elif card_file.is_file():
-        card = json.loads(card_file.read_text())
-    else:
-        raise ValueError(f"{weights} has no card (base model and settings) in it, and {card_file} is missing")
-    if card["base_fingerprint"] != fingerprint(base):
-        raise ValueError(
-            f"{path} was fine-tuned from {card['base_model']!r} (weights {card['base_fingerprint']}), "
-            f"not from the given base model {base.name!r} ({fingerprint(base)}): load the right base"
-        )
-    tuned = copy.deepcopy(base)
-    tuned.unet.load_state_dict(state)
-    cfg = card["config"]
-    cfg["templates"] = tuple(cfg["templates"])
-    return tuned.eval(), FinetuneConfig(**cfg)

@@ -5,25 +5,14 @@ Nothing here imports torch, so a set-up cell can use it before anything heavy lo
 
 from __future__ import annotations
 
-import os
-import socket
 from contextlib import contextmanager
 from pathlib import Path
+
+from dclip import network
 
 
 class ModelNotAvailableError(OSError):
     """Weights that cannot be found locally nor downloaded; the message says where to get them."""
-
-
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers within ``timeout`` seconds (False when HF_HUB_OFFLINE is set)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 @contextmanager
@@ -33,7 +22,7 @@ def offline_unless_reachable():
     from huggingface_hub import constants
 
     before = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = before or not hub_reachable()
+    constants.HF_HUB_OFFLINE = before or not network.reachable()
     try:
         yield constants.HF_HUB_OFFLINE
     finally:
@@ -72,7 +61,7 @@ def hub_file(name: str, repo: str, filename: str) -> str:
         return hf_hub_download(repo, filename, local_files_only=True)
     except Exception:  # not cached: fall through to a download, if the hub answers
         pass
-    if not hub_reachable():
+    if not network.reachable():
         raise _not_available(name, repo, "offline")
     try:
         return hf_hub_download(repo, filename)
@@ -88,7 +77,7 @@ def unet_from_pretrained(name: str, source: str):
         sub = "unet" if (Path(source) / "unet" / "config.json").exists() else None
         return UNet2DModel.from_pretrained(source, subfolder=sub)
     for local in (True, False):
-        if not local and not hub_reachable():
+        if not local and not network.reachable():
             raise _not_available(name, source, "offline")
         for sub in (None, "unet"):
             try:

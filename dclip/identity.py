@@ -50,7 +50,7 @@ class ArcFaceIdentity(nn.Module):
     @property
     def cache_name(self) -> str:
         """What a cache key records of this term: its name and the recognizer's weights."""
-        from dclip.finetune import fingerprint
+        from dclip.hashing import fingerprint
 
         return f"arcface[{self.name}:{fingerprint(self.backbone)}]"
 

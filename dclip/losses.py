@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
-from dclip.clip import CLIP
+from dclip.protocols import TextImageEncoder
 
 #: An identity term ``L_face(x_gen, x0) -> (N,)`` (Eq. 11): 0 for the same identity.
 IdentityTerm = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -35,7 +35,9 @@ def check_templates(templates: tuple[str, ...]) -> None:
             ) from None
 
 
-def text_direction(clip: CLIP, target: str, reference: str, templates: tuple[str, ...] = ("{}",)) -> torch.Tensor:
+def text_direction(
+    clip: TextImageEncoder, target: str, reference: str, templates: tuple[str, ...] = ("{}",)
+) -> torch.Tensor:
     """``Delta T = E_T(y_tar) - E_T(y_ref)`` (Eq. 9), each averaged over prompt ``templates`` and normalised; (D,)."""
     for text, name in ((target, "target"), (reference, "reference")):
         if not isinstance(text, str) or not text.strip():
@@ -52,13 +54,13 @@ def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
     return x.mean() if reduction == "mean" else x
 
 
-def global_clip_loss(clip: CLIP, x_gen: torch.Tensor, target: str, reduction: str = "mean") -> torch.Tensor:
+def global_clip_loss(clip: TextImageEncoder, x_gen: torch.Tensor, target: str, reduction: str = "mean") -> torch.Tensor:
     """Global CLIP loss (Eq. 8): the cosine distance ``1 - cos(E_I(x_gen), E_T(y_tar))``."""
     return _reduce(1 - clip.encode_image(x_gen) @ clip.encode_text([target])[0], reduction)
 
 
 def directional_similarity(
-    clip: CLIP, x_gen: torch.Tensor, x_ref: torch.Tensor, delta_t: torch.Tensor, reduction: str = "mean"
+    clip: TextImageEncoder, x_gen: torch.Tensor, x_ref: torch.Tensor, delta_t: torch.Tensor, reduction: str = "mean"
 ) -> torch.Tensor:
     """S_dir (Eq. 30): ``cos(Delta I, Delta T)`` with ``Delta I = E_I(x_gen) - E_I(x_ref)``; in [-1, 1]."""
     if x_gen.shape != x_ref.shape:
@@ -76,7 +78,7 @@ DIRECTION_FORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 def directional_clip_loss(
-    clip: CLIP,
+    clip: TextImageEncoder,
     x_gen: torch.Tensor,
     x_ref: torch.Tensor,
     delta_t: torch.Tensor,

@@ -39,10 +39,10 @@ def lpips_model(device: str | torch.device = "cpu"):
     neither in the torch hub cache nor downloadable, rather than computing it with random weights."""
     import lpips
 
-    from dclip.hub import hub_reachable
+    from dclip import network
 
     cached = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
-    if not cached.exists() and not hub_reachable("download.pytorch.org"):
+    if not cached.exists() and not network.reachable("download.pytorch.org"):
         raise MetricUnavailable(
             f"LPIPS needs torchvision's AlexNet weights ({cached}), which are not cached and "
             "cannot be downloaded offline; copy the file there to enable LPIPS"

@@ -16,11 +16,12 @@ import torch
 
 from dclip.clip import CLIP
 from dclip.editing import manipulate
-from dclip.finetune import Callback, FinetuneConfig, Latents, finetune_or_load, precompute_latents
+from dclip.finetune import Callback, FinetuneConfig, Latents
 from dclip.losses import IdentityTerm
 from dclip.models import DiffusionModel
 from dclip.recipes import Recipe
 from dclip.schedule import check_int
+from dclip.store import finetune_or_load, precompute_latents
 from dclip.worlds import World
 
 KEEP_TUNED = 2  # fine-tuned models held in memory; older ones are loaded again from the disk cache when asked

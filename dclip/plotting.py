@@ -39,6 +39,7 @@ def show_images(
 def plot_curves(
     curves: dict[str, Sequence[float]],
     x: Sequence[float] | None = None,
+    *,
     title: str = "",
     xlabel: str = "",
     ylabel: str = "",

@@ -16,10 +16,14 @@ from pathlib import Path
 
 import torch
 
+from dclip.cache import save_tensors_atomic
 from dclip.ddim import ddim_generate
+from dclip.hashing import fingerprint
 from dclip.losses import IdentityTerm
 from dclip.models import DIFFUSION_MODELS, DiffusionModel
 from dclip.progress import progress_bar
+from dclip.schedule import check_int
+from dclip.store import Request, cached
 from dclip.worlds import World
 
 #: Seeds of the sampled images: image i of the training set is x_T drawn with seed TRAIN_SEED + i, image i of the
@@ -43,46 +47,46 @@ def sample_images(
     Cached (:mod:`dclip.cache`, kind ``samples``; ``cache_dir`` another folder, None no cache) by the model's
     weights, seeds and steps; a damaged or mismatched entry is sampled again with a warning naming the file.
     """
-    from dclip.cache import ensure_writable, keep_in_memory, kept, load_checked, resolve_dir, save_tensors_atomic
-    from dclip.finetune import fingerprint
-    from dclip.schedule import check_int
-
     check_int(n, "n", minimum=1)
     check_int(steps, "steps", minimum=1)
-    path, request = None, None
-    folder = resolve_dir(cache_dir, "samples")
-    if folder is not None:
-        base = fingerprint(model)
-        request = {"model": base, "seed": seed, "n": n, "steps": steps}
-        key = hashlib.sha1(repr(sorted(request.items())).encode()).hexdigest()[:16]
-        path = folder / f"{model.name.replace('/', '_')}-seed{seed}-n{n}-S{steps}-{key}.safetensors"
-        shape = (n, 3, model.image_size, model.image_size)
-        if isinstance(kept(path), torch.Tensor):
-            return kept(path)
-        found = load_checked(
-            path,
-            expect=request,
-            check=lambda t, m: None if tuple(t["images"].shape) == shape else f"holds {tuple(t['images'].shape)}",
-        )
-        if found is not None:
-            return found[0]["images"]
-        ensure_writable(folder)
-    shape = (3, model.image_size, model.image_size)
-    noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)])
-    chunks = []
-    with torch.no_grad():
-        for x_T in progress_bar(noise.split(batch_size), show=progress, desc=f"sampling {n} images of {model.name}"):
-            x = ddim_generate(
-                model, x_T.to(model.device), model.schedule, t0=model.schedule.T - 1, S_gen=steps, clip_x0=True
-            )
-            chunks.append(x.clamp(-1, 1).float().cpu())
-    images = torch.cat(chunks)
-    if path is not None and torch.isfinite(images).all():
-        try:
+    shape = (n, 3, model.image_size, model.image_size)
+
+    def sample() -> torch.Tensor:
+        size = (3, model.image_size, model.image_size)
+        noise = torch.stack([torch.randn(size, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)])
+        chunks = []
+        with torch.no_grad():
+            for x_T in progress_bar(
+                noise.split(batch_size), show=progress, desc=f"sampling {n} images of {model.name}"
+            ):
+                x = ddim_generate(
+                    model, x_T.to(model.device), model.schedule, t0=model.schedule.T - 1, S_gen=steps, clip_x0=True
+                )
+                chunks.append(x.clamp(-1, 1).float().cpu())
+        return torch.cat(chunks)
+
+    if cache_dir is None:
+        return sample()
+    request = {"model": fingerprint(model), "seed": seed, "n": n, "steps": steps}
+    key = hashlib.sha1(repr(sorted(request.items())).encode()).hexdigest()[:16]
+
+    def write(path: Path, images: torch.Tensor) -> None:
+        if torch.isfinite(images).all():  # non-finite samples are returned, never cached
             save_tensors_atomic(path, {"images": images}, metadata=request)
-        except OSError as e:
-            keep_in_memory(path, images, e, save_hint="save them with dclip.save_images(images, folder)")
-    return images
+
+    return cached(
+        "samples",
+        Request(
+            name=f"{model.name.replace('/', '_')}-seed{seed}-n{n}-S{steps}-{key}.safetensors",
+            meta=request,
+            write=write,
+            read=lambda tensors, _: tensors["images"],
+            save_hint="save them with dclip.save_images(images, folder)",
+            check=lambda t, m: None if tuple(t["images"].shape) == shape else f"holds {tuple(t['images'].shape)}",
+        ),
+        sample,
+        cache_dir=cache_dir,
+    )
 
 
 class RealWorld(World):
@@ -98,9 +102,9 @@ class RealWorld(World):
     @cached_property
     def model(self) -> DiffusionModel:
         """The pretrained eps_theta; on CUDA its UNet runs under autocast (fp16 on a T4, bf16 where supported) for
-        inversion and generation too, as fine-tuning does (:func:`dclip.finetune.autocast_dtype`)."""
-        from dclip.finetune import autocast_dtype
+        inversion and generation too, as fine-tuning does (:func:`dclip.precision.autocast_dtype`)."""
         from dclip.models import load_diffusion
+        from dclip.precision import autocast_dtype
 
         model = load_diffusion(self.diffusion, device=self.device)
         if model.device.type == "cuda":

@@ -288,12 +288,12 @@ def _default() -> str:
         return offline
     from huggingface_hub import try_to_load_from_cache
 
-    from dclip.hub import hub_reachable
+    from dclip import network
     from dclip.models import DIFFUSION_MODELS
 
     real = ALIASES["real"]
     cached = try_to_load_from_cache(DIFFUSION_MODELS[WORLDS[real]["diffusion"]]["repo"], "config.json")
-    return real if isinstance(cached, str) or hub_reachable() else offline
+    return real if isinstance(cached, str) or network.reachable() else offline
 
 
 def world_name(name: str | None = None) -> str:

@@ -1,33 +1,17 @@
-"""Small stand-ins shared by the tests: a duck-typed CLIP and a small random UNet2DModel (16 x 16)."""
+"""Small stand-ins shared by the tests: the package's stand-in CLIP in float32 and a small random UNet2DModel
+(16 x 16)."""
 
 import torch
 from diffusers import UNet2DModel
-from torch.nn import functional as F
 
+from dclip.exercises.standins import ToyCLIP
 from dclip.models import DiffusionModel
 from dclip.schedule import Schedule
 
 
-class FakeCLIP:
-    """A duck-typed CLIP: a fixed random conv encoder for images, a lookup table for texts (dimension 8)."""
-
-    def __init__(self, linear: bool = False):
-        torch.manual_seed(0)
-        self.net = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.Tanh(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
-        ).requires_grad_(False)
-        self.linear = linear
-        self.table: dict[str, torch.Tensor] = {}
-        self.cache_name = f"fake-clip[linear={linear}]"  # its name in fine-tuning cache keys (not a torch module)
-
-    def encode_image(self, x):
-        return x[:, 0, 0, :8] if self.linear else F.normalize(self.net(x), dim=-1)
-
-    def encode_text(self, texts):
-        for t in texts:
-            if t not in self.table:
-                self.table[t] = F.normalize(torch.randn(8, generator=torch.Generator().manual_seed(len(t))), dim=0)
-        return torch.stack([self.table[t] for t in texts])
+def FakeCLIP(*, linear: bool = False) -> ToyCLIP:  # noqa: N802 (it stands for the class it makes)
+    """The package's stand-in CLIP (:class:`dclip.exercises.standins.ToyCLIP`) in float32, as the models are."""
+    return ToyCLIP(0, dtype=torch.float32, linear=linear)
 
 
 def small_unet(seed: int = 0) -> UNet2DModel:

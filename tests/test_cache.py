@@ -13,18 +13,12 @@ from fakes import FakeCLIP, small_model
 
 import dclip
 import dclip.finetune
+import dclip.store
 from dclip import cache
 from dclip.cache import StaleCacheWarning, atomic_write, load_checked, save_tensors_atomic
-from dclip.finetune import (
-    FinetuneConfig,
-    Latents,
-    finetune,
-    finetune_key,
-    finetune_or_load,
-    load_finetuned,
-    precompute_latents,
-)
+from dclip.finetune import FinetuneConfig, Latents, finetune
 from dclip.profiling import measure
+from dclip.store import finetune_key, finetune_or_load, load_finetuned, precompute_latents
 from dclip.tinyworld.identity import lowpass_identity
 
 TESTS = Path(__file__).parent
@@ -39,7 +33,7 @@ def home(tmp_path, monkeypatch) -> Path:
 
 def _clip() -> FakeCLIP:
     clip = FakeCLIP()
-    clip.cache_name = "fake-clip-0"  # FakeCLIP is not a torch module: it names itself for cache keys (fakes.py)
+    clip.cache_name = "fake-clip-0"  # not a torch module: it names itself for cache keys
     return clip
 
 
@@ -92,7 +86,8 @@ CHILD = (
     SLOW_SAVE
     + """import torch
 from fakes import FakeCLIP, small_model
-from dclip.finetune import FinetuneConfig, finetune_or_load, precompute_latents
+from dclip.finetune import FinetuneConfig
+from dclip.store import finetune_or_load, precompute_latents
 images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 1.6 - 0.8
 latents = precompute_latents(small_model(), images, t0=300, S_for=2, cache_dir={latents!r}, progress=False)
 clip = FakeCLIP()
@@ -139,7 +134,7 @@ def test_a_process_killed_while_writing_a_finetuned_model_leaves_no_entry_and_th
     _kill_while_writing(CHILD.format(tests=str(TESTS), latents=str(latents_dir), finetuned=str(finetuned_dir)))
     names = [p.name for p in finetuned_dir.iterdir()]
     assert len(names) == 1 and names[0].endswith(".tmp")  # no .safetensors and no .json under their names
-    trained = _count(monkeypatch, "finetune")
+    trained = _count(monkeypatch, "finetune", module=dclip.store)
     tuned = finetune_or_load(small_model(), _clip(), latents, _cfg(), cache_dir=finetuned_dir, progress=False)
     again = finetune_or_load(small_model(), _clip(), latents, _cfg(), cache_dir=finetuned_dir, progress=False)
     assert len(trained) == 1
@@ -241,7 +236,7 @@ def test_a_damaged_finetuned_entry_is_trained_again_with_a_warning_naming_it(bas
     first = finetune_or_load(base, _clip(), latents, _cfg(), cache_dir=tmp_path, progress=False)
     (weights,) = tmp_path.glob("*.safetensors")
     _corrupt(weights, how)
-    trained = _count(monkeypatch, "finetune")
+    trained = _count(monkeypatch, "finetune", module=dclip.store)
     with pytest.warns(StaleCacheWarning, match=f"cache entry {weights}"):
         again = finetune_or_load(base, _clip(), latents, _cfg(), cache_dir=tmp_path, progress=False)
     assert len(trained) == 1
@@ -253,7 +248,7 @@ def test_the_finetuned_weights_carry_their_card_so_a_missing_json_changes_nothin
     first = finetune_or_load(base, _clip(), latents, _cfg(), cache_dir=tmp_path, progress=False)
     (card,) = tmp_path.glob("*.json")
     card.unlink()
-    trained = _count(monkeypatch, "finetune")
+    trained = _count(monkeypatch, "finetune", module=dclip.store)
     again = finetune_or_load(base, _clip(), latents, _cfg(), cache_dir=tmp_path, progress=False)
     loaded, cfg = load_finetuned(card.with_suffix(".safetensors"), base)
     assert trained == [] and cfg == _cfg()

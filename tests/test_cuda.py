@@ -6,8 +6,11 @@ import torch
 
 import dclip
 from dclip.ddim import ddim_generate, ddim_invert
-from dclip.finetune import FinetuneConfig, autocast_dtype, finetune, fingerprint, precompute_latents
+from dclip.finetune import FinetuneConfig, finetune
+from dclip.hashing import fingerprint
+from dclip.precision import autocast_dtype
 from dclip.profiling import measure
+from dclip.store import precompute_latents
 from dclip.tinyworld.faces import make_faces
 from dclip.tinyworld.identity import lowpass_identity
 

@@ -13,16 +13,8 @@ from dclip.baselines import clip_guided_sampling, latent_optimization, sdedit
 from dclip.clip import load_clip
 from dclip.ddim import ddim_generate, ddim_invert, ddim_step, generation_pairs, reconstruct
 from dclip.editing import combine, manipulate, to_pretrained_domain, transition, translate
-from dclip.finetune import (
-    FinetuneConfig,
-    autocast_dtype,
-    finetune,
-    fingerprint,
-    load_finetuned,
-    objective,
-    precompute_latents,
-    save_finetuned,
-)
+from dclip.finetune import FinetuneConfig, finetune, objective
+from dclip.hashing import fingerprint
 from dclip.losses import (
     directional_clip_loss,
     directional_similarity,
@@ -30,6 +22,8 @@ from dclip.losses import (
     identity_loss,
     text_direction,
 )
+from dclip.precision import autocast_dtype
+from dclip.store import load_finetuned, precompute_latents, save_finetuned
 from dclip.tinyworld.identity import lowpass_identity
 
 # --- losses -----------------------------------------------------------------------------------------------
@@ -238,7 +232,7 @@ def test_save_load_and_resume(base, images, tmp_path):
 
 
 def test_the_global_clip_loss_option_trains_with_eq8_and_keeps_the_default_key(base, images):
-    from dclip.finetune import finetune_key
+    from dclip.store import finetune_key
 
     clip = FakeCLIP()
     lat = precompute_latents(base, images, t0=300, S_for=4, cache_dir=None, progress=False)
@@ -262,8 +256,8 @@ def test_the_global_clip_loss_option_trains_with_eq8_and_keeps_the_default_key(b
     import json
 
     from dclip import __version__
-    from dclip.cache import tensor_checksum
-    from dclip.finetune import fingerprint as fp
+    from dclip.hashing import fingerprint as fp
+    from dclip.hashing import tensor_checksum
 
     parts = {
         "base": fp(base),

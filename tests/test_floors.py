@@ -39,6 +39,9 @@ FLOOR: dict[str, int] = {
     "dclip.progress": 1,  # the progress bar of the samplers
     "dclip.toy": 1,  # a closed-form noise predictor (a Gaussian data set), for checks and chapter 01
     "dclip.version": 1,  # the installed version, from importlib.metadata
+    "dclip.hashing": 1,  # content hashes of weights and tensors
+    "dclip.precision": 1,  # the autocast dtype of the forward passes on a GPU
+    "dclip.network": 1,  # whether a host answers (a leaf: no dclip imports)
     # 2. the method
     "dclip.protocols": 2,  # the small interfaces the method is typed against
     "dclip.losses": 2,

@@ -26,9 +26,9 @@ def test_ssim_is_one_for_identical_images_and_falls_with_noise():
 def test_lpips_offline_is_reported_not_faked(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import dclip.hub
+    import dclip.network
 
-    monkeypatch.setattr(dclip.hub, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(dclip.network, "reachable", lambda *a, **k: False)
     with pytest.raises(MetricUnavailable, match="AlexNet"):
         lpips_model()
     out = reconstruction_metrics(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16))

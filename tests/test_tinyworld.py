@@ -207,7 +207,7 @@ def test_another_photo_keeps_the_identity_and_changes_the_rest():
 def test_the_face_recognizer_sees_identity_through_expression_and_hair():
     import dataclasses
 
-    from dclip.finetune import _describe
+    from dclip.store import _describe
     from dclip.tinyworld.faceid import faceid_identity
 
     term = faceid_identity()

@@ -1,6 +1,6 @@
-"""Stand-ins that make the checks fast and download-free: a CLIP (a fixed random conv encoder), noise predictors
-in the role of diffusers' UNet2DModel (a tiny random conv net, a nearly exact Gaussian one, a wavy closed form) and
-plain SGD. All float64, for 8 x 8 images."""
+"""Stand-ins that make the checks (and the package's tests) fast and download-free: a CLIP (a fixed random conv
+encoder), noise predictors in the role of diffusers' UNet2DModel (a tiny random conv net, a nearly exact Gaussian
+one, a wavy closed form) and plain SGD. All float64 by default, for 8 x 8 images."""
 
 from __future__ import annotations
 
@@ -17,19 +17,25 @@ from dclip.toy import GaussianEps
 
 
 class ToyCLIP:
-    """A stand-in CLIP (dimension 8): a fixed random conv encoder for images, a seeded random unit vector for
-    each text. Its embeddings are normalised, as CLIP's are."""
+    """A stand-in CLIP (dimension 8), the one of the checks and of the package's tests: a fixed random conv
+    encoder for images, a seeded random unit vector for each text; its embeddings are normalised, as CLIP's are.
+    ``linear=True`` reads the image embedding straight off 8 pixels (``x[:, 0, 0, :8]``), so that a test can place
+    a known ``Delta I``. Not a torch module: ``cache_name`` names it in fine-tuning cache keys."""
 
-    def __init__(self, seed: int = 0):
-        self.weight = torch.randn(8, 3, 3, 3, generator=generator(seed), dtype=torch.float64) * 0.5
+    def __init__(self, seed: int = 0, *, dtype: torch.dtype = torch.float64, linear: bool = False):
+        self.weight = (torch.randn(8, 3, 3, 3, generator=generator(seed), dtype=torch.float64) * 0.5).to(dtype)
+        self.linear = linear
+        self.cache_name = f"toyclip[seed={seed}, linear={linear}, {dtype}]"
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        if self.linear:
+            return x[:, 0, 0, :8]
         return F.normalize(torch.tanh(F.conv2d(x, self.weight.to(x), stride=2, padding=1)).mean((2, 3)), dim=-1)
 
     def encode_text(self, texts: str | list[str]) -> torch.Tensor:
         texts = [texts] if isinstance(texts, str) else texts
         codes = [torch.randn(8, generator=generator(zlib.crc32(t.encode())), dtype=torch.float64) for t in texts]
-        return F.normalize(torch.stack(codes), dim=-1)
+        return F.normalize(torch.stack(codes), dim=-1).to(self.weight.dtype)
 
 
 class TinyUNet(torch.nn.Module):

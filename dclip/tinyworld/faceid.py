@@ -91,7 +91,7 @@ class FaceIdentity:
     @property
     def cache_name(self) -> str:
         """What a cache key records of this term: its name and the recognizer's weights."""
-        from dclip.finetune import fingerprint
+        from dclip.hashing import fingerprint
 
         return f"tinyworld.faceid[{fingerprint(self.net)}]"
 
