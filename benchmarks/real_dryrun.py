@@ -4,7 +4,7 @@
                                                                    # settings (small random UNet, tiny CLIP)
     python benchmarks/real_dryrun.py --world celeba-hq --random-weights   # a CUDA GPU, offline: random weights of
                                                                    # the real architectures in a temporary HF cache
-    python benchmarks/real_dryrun.py --world smoke-full --store    # also write dclip/configs/chapter_costs.json
+    python benchmarks/real_dryrun.py --world smoke-full --store    # also write the world's costs file
     python benchmarks/real_dryrun.py --table                       # the stored table as markdown (docs/results.md)
 
 Each chapter runs in a fresh dclip cache, as in a new Colab runtime (each chapter's badge opens one), so what it
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--world", default="smoke-full")
     p.add_argument("--random-weights", action="store_true", help="real architectures, random weights, offline")
     p.add_argument("--chapters", nargs="*", help="e.g. 03 05 (default: all)")
-    p.add_argument("--store", action="store_true", help="write the counts to dclip/configs/chapter_costs.json")
+    p.add_argument("--store", action="store_true", help="write the counts to the world's costs file")
     p.add_argument("--table", action="store_true", help="print the stored table as markdown and stop")
     a = p.parse_args(argv)
     if a.table:
@@ -176,12 +176,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{path.stem:<34} {time.perf_counter() - start:8.0f} {peak:>8} {r['evals']:>11,}", flush=True)
     print(f"total UNet image-evaluations: {sum(r['evals'] for r in rows.values()):,}")
     if a.store:
-        from dclip.budget import COSTS_FILE
+        from dclip.budget import costs_file
         from dclip.worlds import WORLDS
 
         entry = WORLDS[a.world]
         owner = a.world if isinstance(entry["settings"], dict) else entry["settings"]
-        table = json.loads(COSTS_FILE.read_text()) if COSTS_FILE.exists() else {"worlds": {}}
+        file = costs_file(owner)
+        table = json.loads(file.read_text()) if file.exists() else {"worlds": {}}
         measured = a.world == owner  # the world's own models ran: its seconds mean something (smoke-full's do not)
         stored = table["worlds"].setdefault(owner, {})  # --chapters: only their rows change
         for k, r in rows.items():
@@ -196,8 +197,8 @@ def main(argv: list[str] | None = None) -> None:
             table["_t4"] = (
                 f"T4 time = evaluations x forward GFLOPs / {T4_FP16_TFLOPS} TFLOP/s: an estimate, not measured"
             )
-        COSTS_FILE.write_text(json.dumps(table, indent=1) + "\n")
-        print(f"stored in {COSTS_FILE}")
+        file.write_text(json.dumps(table, indent=1) + "\n")
+        print(f"stored in {file}")
     tmp.cleanup()
 
 

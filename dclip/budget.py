@@ -2,8 +2,8 @@
 
 One image-evaluation is one image through eps_theta's forward pass; a backward pass through it counts as two, and
 a forward recomputed by activation checkpointing counts again. :class:`EvalCounter` counts them while it is
-active; ``benchmarks/real_dryrun.py`` runs every chapter with one and stores the table in
-``configs/chapter_costs.json``, which :func:`chapter_budget` reads for a chapter's first cell.
+active; ``benchmarks/real_dryrun.py`` runs every chapter with one and stores the table in the world's costs file
+(:func:`costs_file`), which :func:`chapter_budget` reads for a chapter's first cell.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+#: The measured costs of the core's worlds; a plug-in registers the file of its own (:mod:`dclip.registry`, "costs").
 COSTS_FILE = Path(__file__).parent / "configs" / "chapter_costs.json"
 _active: list[EvalCounter] = []
 
@@ -51,8 +52,25 @@ def record(x: torch.Tensor) -> Callable[[torch.Tensor], None]:
     return count_backward
 
 
+def costs_file(world: str) -> Path:
+    """The file of ``world``'s measured chapter costs: the one its plug-in registered, else the core's."""
+    from dclip import registry
+
+    return Path(registry.table("costs").get(world, COSTS_FILE))
+
+
 def chapter_costs() -> dict:
-    return json.loads(COSTS_FILE.read_text()) if COSTS_FILE.exists() else {}
+    """Every measured cost, section by section (``worlds``, ``devices``, ...): the core's file and the plug-ins'."""
+    from dclip import registry
+
+    merged: dict = {}
+    for path in dict.fromkeys([COSTS_FILE, *map(Path, registry.table("costs").values())]):
+        for key, value in (json.loads(path.read_text()) if path.exists() else {}).items():
+            if isinstance(value, dict):
+                merged.setdefault(key, {}).update(value)
+            else:
+                merged[key] = value
+    return merged
 
 
 def chapter_budget(chapter: str, world) -> str:

@@ -1,4 +1,4 @@
-"""The one registry of named things: diffusion models, CLIPs, worlds, recipe groups and identity terms.
+"""The one registry of named things: diffusion models, CLIPs, worlds, recipe groups, identity terms and costs.
 
 The core's entries are data (``configs/diffusion_models.json``, ``worlds.json``, ``recipes.json``); a plug-in (a
 subpackage of ``dclip`` with a ``plugin`` module, such as a world of its own) registers its entries from that
@@ -21,8 +21,9 @@ from pathlib import Path
 
 #: What can be registered: a diffusion model's entry (``configs/diffusion_models.json``), a CLIP's
 #: ``"module:function"`` giving (open_clip config folder, weights file), a world's entry (``configs/worlds.json``),
-#: a recipe group's rows (``configs/recipes.json``), an identity term's ``"module:function"`` (Eq. 11).
-KINDS = ("diffusion", "clip", "world", "recipes", "identity")
+#: a recipe group's rows (``configs/recipes.json``), an identity term's ``"module:function"`` (Eq. 11), the file
+#: of a world's measured chapter costs (:mod:`dclip.budget`; the core's worlds: ``configs/chapter_costs.json``).
+KINDS = ("diffusion", "clip", "world", "recipes", "identity", "costs")
 
 #: The core's tables: kind -> file in ``configs/`` (its keys that start with ``_`` are notes, not entries).
 CORE_TABLES = {"diffusion": "diffusion_models.json", "world": "worlds.json", "recipes": "recipes.json"}

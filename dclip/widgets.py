@@ -1,10 +1,10 @@
 """ipywidgets controls for the chapters: t0, gamma(t), eta and seed, and a fine-tuning monitor.
 
-A control is two parts. An *explorer* is a plain callable that computes only the images shown and caches what a
-slider revisits (tested in the package like any function). :func:`control` puts sliders, a status line and the
-figure together: the sliders recompute on release, not while dragging (``continuous_update=False``); the status
-line says that a redraw is on its way while it runs, and how long it took; the figure is a PNG in an
-``ipywidgets.Image``, so it changes in place and no stale output piles up.
+A control is two parts. An *explorer* (:mod:`dclip.explorers`) is a plain callable that computes only the images
+shown and caches what a slider revisits (tested in the package like any function). :func:`control` puts sliders,
+a status line and the figure together: the sliders recompute on release, not while dragging
+(``continuous_update=False``); the status line says that a redraw is on its way while it runs, and how long it
+took; the figure is a PNG in an ``ipywidgets.Image``, so it changes in place and no stale output piles up.
 """
 
 from __future__ import annotations
@@ -14,14 +14,21 @@ import html
 import io
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import ipywidgets as w
 import torch
 
-from dclip.ddim import ddim_generate, ddim_invert
-from dclip.ddpm import q_sample
-from dclip.editing import combine, manipulate, to_pretrained_domain
+from dclip.ddim import ddim_generate
+from dclip.explorers import (
+    CombinationExplorer,
+    EditExplorer,
+    EtaExplorer,
+    NoisingExplorer,
+    ReconstructionExplorer,
+    StochasticEditExplorer,
+    StrokeExplorer,
+    SwitchExplorer,
+)
 from dclip.models import DiffusionModel
 from dclip.plotting import plot_curves, show_images
 from dclip.schedule import Schedule
@@ -163,17 +170,6 @@ def _t0_slider(schedule: Schedule, t0: int | None = None, n: int = 9) -> w.IntSl
     return _int_slider(t0 if t0 is not None else hi // 2 // step * step, step, hi, step, "t0")
 
 
-class NoisingExplorer:
-    """The forward process (Eq. 1) of images ``x0`` at any t, with the same noise w for every t."""
-
-    def __init__(self, schedule: Schedule, x0: torch.Tensor, *, seed: int = 0):
-        self.schedule, self.x0 = schedule, x0
-        self.noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0.device, x0.dtype)
-
-    def __call__(self, t: int) -> torch.Tensor:
-        return q_sample(self.x0, t, self.schedule, noise=self.noise)
-
-
 def noising_control(explorer: NoisingExplorer, *, n_show: int = 6) -> Control:
     """A t slider for :class:`NoisingExplorer`: how much of x0 is left at t (sqrt(alpha_bar_t) in the title)."""
     T = explorer.schedule.T
@@ -186,27 +182,6 @@ def noising_control(explorer: NoisingExplorer, *, n_show: int = 6) -> Control:
         )
 
     return control(draw, {"t": _int_slider(T // 2, 1, T - 1, 1, "t")})
-
-
-class ReconstructionExplorer:
-    """Invert-and-regenerate ``x0`` for any (t0, S_for, S_gen), caching the latents of each (t0, S_for)."""
-
-    def __init__(self, model: DiffusionModel, x0: torch.Tensor):
-        model.check_images(x0)
-        self.model, self.x0 = model, x0.to(model.device)
-        self._latents: dict[tuple[int, int], torch.Tensor] = {}
-
-    def latent(self, t0: int, S_for: int) -> torch.Tensor:
-        if (t0, S_for) not in self._latents:
-            with torch.no_grad():
-                self._latents[(t0, S_for)] = ddim_invert(self.model, self.x0, self.model.schedule, t0=t0, S_for=S_for)
-        return self._latents[(t0, S_for)]
-
-    def __call__(self, t0: int, S_for: int, S_gen: int) -> tuple[torch.Tensor, float]:
-        """The reconstruction and its MAE (images in [0, 1])."""
-        with torch.no_grad():
-            rec = ddim_generate(self.model, self.latent(t0, S_for), self.model.schedule, t0=t0, S_gen=S_gen)
-        return rec.clamp(-1, 1), ((rec.clamp(-1, 1) - self.x0).abs() / 2).mean().item()
 
 
 def reconstruction_control(explorer: ReconstructionExplorer, *, n_show: int = 6) -> Control:
@@ -229,39 +204,6 @@ def reconstruction_control(explorer: ReconstructionExplorer, *, n_show: int = 6)
     )
 
 
-class EtaExplorer:
-    """Generation with the generalized step (Eq. 5) from fixed ``x_t`` at time ``t`` in ``S`` steps, for any
-    ``eta`` (the noise scale sigma_t(eta); 0 is DDIM, Eq. 13) and seed of the fresh noise z. Cached per (eta, seed);
-    the eta = 0 generation is the reference that :meth:`distance` measures from."""
-
-    def __init__(self, model: DiffusionModel, x_t: torch.Tensor, t: int, *, S: int = 20, clip_x0: bool = False):
-        model.schedule.check_t0(t)
-        self.model, self.x_t, self.t, self.S, self.clip_x0 = model, x_t.to(model.device), t, S, clip_x0
-        self._cache: dict[tuple[float, int], torch.Tensor] = {}
-
-    def __call__(self, eta: float, seed: int = 0) -> torch.Tensor:
-        key = (round(float(eta), 6), int(seed)) if eta > 0 else (0.0, 0)  # eta = 0 draws no noise: one result
-        if key not in self._cache:
-            g = torch.Generator().manual_seed(key[1])
-            with torch.no_grad():
-                x = ddim_generate(
-                    self.model,
-                    self.x_t,
-                    self.model.schedule,
-                    t0=self.t,
-                    S_gen=self.S,
-                    eta=key[0],
-                    clip_x0=self.clip_x0,
-                    generator=g,
-                )
-            self._cache[key] = x.clamp(-1, 1)
-        return self._cache[key]
-
-    def distance(self, eta: float, seed: int = 0) -> float:
-        """Mean |x(eta, seed) - x(eta = 0)| in [0, 1] pixel units: how far the fresh noise moved the images."""
-        return ((self(eta, seed) - self(0.0)).abs() / 2).mean().item()
-
-
 def eta_control(explorer: EtaExplorer, *, sources=None) -> Control:
     """eta and seed sliders for :class:`EtaExplorer`: eta = 0 is DDIM (every seed alike); as eta grows the fresh
     noise sigma_t(eta) z of Eq. 5 moves the images further from the DDIM ones (the distance in the title)."""
@@ -275,37 +217,6 @@ def eta_control(explorer: EtaExplorer, *, sources=None) -> Control:
         )
 
     return control(draw, {"eta": _float_slider(0.5, 0.0, 1.0, 0.1, "eta"), "seed": _int_slider(0, 0, 9, 1, "seed")})
-
-
-@dataclass
-class EditAtT0:
-    """Alg. 3 at one return step t0: the pretrained model's reconstruction, the edit, and its MAE to the source."""
-
-    t0: int
-    reconstruction: torch.Tensor
-    edit: torch.Tensor
-    mae: float
-
-
-class EditExplorer:
-    """Alg. 3 at any return step t0: invert ``x0`` with ``base`` (S_for steps), generate with ``base`` (the
-    reconstruction) and with ``tuned`` (the edit). One inversion per t0, cached; draws only ``x0``."""
-
-    def __init__(
-        self, base: DiffusionModel, tuned: DiffusionModel, x0: torch.Tensor, *, S_for: int = 40, S_gen: int = 6
-    ):
-        base.check_images(x0)
-        self.base, self.tuned, self.x0, self.S_for, self.S_gen = base, tuned, x0.to(base.device), S_for, S_gen
-        self._cache: dict[int, EditAtT0] = {}
-
-    def __call__(self, t0: int) -> EditAtT0:
-        if t0 not in self._cache:
-            with torch.no_grad():
-                x_t0 = ddim_invert(self.base, self.x0, self.base.schedule, t0=t0, S_for=self.S_for)
-                rec = ddim_generate(self.base, x_t0, self.base.schedule, t0=t0, S_gen=self.S_gen).clamp(-1, 1)
-                edit = manipulate(self.base, self.tuned, None, t0=t0, S_gen=self.S_gen, x_t0=x_t0).clamp(-1, 1)
-            self._cache[t0] = EditAtT0(t0, rec, edit, ((edit - self.x0).abs() / 2).mean().item())
-        return self._cache[t0]
 
 
 def edit_t0_control(explorer: EditExplorer, *, t0: int | None = None, label: str = "edit") -> Control:
@@ -322,23 +233,6 @@ def edit_t0_control(explorer: EditExplorer, *, t0: int | None = None, label: str
     return control(draw, {"t0": _t0_slider(explorer.base.schedule, t0)})
 
 
-class StrokeExplorer:
-    """Alg. 4's first part at any t0: DDPM forward noising of ``strokes`` to t0 (Eq. 1, seeded) and DDIM
-    generation with the pretrained model (Eq. 13). Cached per t0."""
-
-    def __init__(self, base: DiffusionModel, strokes: torch.Tensor, *, S_gen: int = 40, seed: int = 0):
-        base.check_images(strokes)
-        self.base, self.strokes, self.S_gen, self.seed = base, strokes.to(base.device), S_gen, seed
-        self._cache: dict[int, torch.Tensor] = {}
-
-    def __call__(self, t0: int) -> torch.Tensor:
-        if t0 not in self._cache:
-            g = torch.Generator().manual_seed(self.seed)
-            with torch.no_grad():
-                self._cache[t0] = to_pretrained_domain(self.base, self.strokes, t0=t0, S_gen=self.S_gen, generator=g)
-        return self._cache[t0]
-
-
 def stroke_t0_control(explorer: StrokeExplorer, *, t0: int | None = None) -> Control:
     """A t0 slider for :class:`StrokeExplorer`: small t0 keeps the strokes (faithful, unrealistic), large t0 gives
     a realistic image that forgets them (MAE to the strokes in the title)."""
@@ -351,42 +245,6 @@ def stroke_t0_control(explorer: StrokeExplorer, *, t0: int | None = None) -> Con
         )
 
     return control(draw, {"t0": _t0_slider(explorer.base.schedule, t0)})
-
-
-class SwitchExplorer:
-    """Alg. 5 with a time-dependent gamma(t): ``first`` predicts the noise while t >= t_switch, ``second`` after
-    (Eq. 14 with weights (1, 0) then (0, 1)). t_switch = 0 is all ``first``; t_switch > t0 all ``second``."""
-
-    def __init__(
-        self,
-        base: DiffusionModel,
-        first: DiffusionModel,
-        second: DiffusionModel,
-        x_t0: torch.Tensor,
-        t0: int,
-        *,
-        S_gen: int = 6,
-    ):
-        self.base, self.first, self.second, self.x_t0, self.t0, self.S_gen = base, first, second, x_t0, t0, S_gen
-        self._cache: dict[int, torch.Tensor] = {}
-
-    def gammas(self, t_switch: int) -> Callable[[int], list[float]]:
-        return lambda t: [1.0, 0.0] if t >= t_switch else [0.0, 1.0]
-
-    def __call__(self, t_switch: int) -> torch.Tensor:
-        if t_switch not in self._cache:
-            with torch.no_grad():
-                x = combine(
-                    self.base,
-                    [self.first, self.second],
-                    self.gammas(t_switch),
-                    None,
-                    t0=self.t0,
-                    S_gen=self.S_gen,
-                    x_t0=self.x_t0,
-                )
-            self._cache[t_switch] = x.clamp(-1, 1)
-        return self._cache[t_switch]
 
 
 def switch_control(explorer: SwitchExplorer, *, names: tuple[str, str] = ("first", "second"), sources=None) -> Control:
@@ -403,28 +261,6 @@ def switch_control(explorer: SwitchExplorer, *, names: tuple[str, str] = ("first
     return control(draw, {"t_switch": _int_slider(t0 // 2 // step * step, 0, t0 + step, step, "t_switch")})
 
 
-class CombinationExplorer:
-    """Noise combination (Alg. 5, Eq. 14) of the pretrained model and named fine-tuned models on fixed latents.
-
-    ``explorer({"angry": 0.5, "red hair": 0.5})`` gives each fine-tuned model its weight and the pretrained model
-    the rest (``1 - sum``), so the gammas always sum to one; all zeros is the plain reconstruction."""
-
-    def __init__(
-        self, base: DiffusionModel, tuned: dict[str, DiffusionModel], x_t0: torch.Tensor, t0: int, S_gen: int = 6
-    ):
-        self.base, self.tuned, self.x_t0, self.t0, self.S_gen = base, tuned, x_t0, t0, S_gen
-
-    def __call__(self, weights: dict[str, float]) -> torch.Tensor:
-        unknown = set(weights) - set(self.tuned)
-        if unknown:
-            raise ValueError(f"no fine-tuned model named {sorted(unknown)}; known: {sorted(self.tuned)}")
-        names = [n for n in self.tuned if weights.get(n, 0.0) != 0.0]
-        gammas = [1.0 - sum(weights[n] for n in names)] + [weights[n] for n in names]
-        models = [self.base] + [self.tuned[n] for n in names]
-        with torch.no_grad():
-            return combine(self.base, models, gammas, None, self.t0, S_gen=self.S_gen, x_t0=self.x_t0).clamp(-1, 1)
-
-
 def combination_control(explorer: CombinationExplorer, *, sources=None) -> Control:
     """One gamma slider per fine-tuned model (the pretrained model gets 1 - their sum)."""
 
@@ -438,21 +274,6 @@ def combination_control(explorer: CombinationExplorer, *, sources=None) -> Contr
         return show_images(rows, title=title)
 
     return control(draw, {n: _float_slider(0.5 / len(explorer.tuned), 0.0, 1.0, 0.1, n) for n in explorer.tuned})
-
-
-class StochasticEditExplorer:
-    """Stochastic manipulation (App. F.5): Alg. 3 generating with ``eta`` > 0 (Eq. 5) from a seeded generator."""
-
-    def __init__(self, base: DiffusionModel, tuned: DiffusionModel, x_t0: torch.Tensor, t0: int, *, S_gen: int = 6):
-        self.base, self.tuned, self.x_t0, self.t0, self.S_gen = base, tuned, x_t0, t0, S_gen
-
-    def __call__(self, eta: float, seed: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            x = manipulate(
-                self.base, self.tuned, None, t0=self.t0, S_gen=self.S_gen, x_t0=self.x_t0, eta=eta, generator=g
-            )
-        return x.clamp(-1, 1)
 
 
 def stochastic_edit_control(explorer: StochasticEditExplorer, *, sources=None) -> Control:

@@ -8,13 +8,14 @@ from fakes import FakeCLIP, small_model
 
 from dclip.baselines import clip_guided_sampling, latent_optimization, pixel_optimization, sdedit
 from dclip.ddim import ddim_generate
+from dclip.explorers import CombinationExplorer
 from dclip.finetune import FinetuneConfig
 from dclip.hashing import fingerprint
 from dclip.losses import directional_clip_loss, text_direction
 from dclip.metrics import identity_similarity, manipulation_metrics
 from dclip.store import finetune_or_load, precompute_latents
 from dclip.tinyworld.identity import lowpass_identity
-from dclip.widgets import CombinationExplorer, FinetuneMonitor
+from dclip.widgets import FinetuneMonitor
 
 
 @pytest.fixture(scope="module")

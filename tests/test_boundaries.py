@@ -369,8 +369,9 @@ def test_an_unstable_edit_near_T_with_few_steps_is_warned_and_a_normal_one_is_no
 
 
 def test_noise_combination_weights_outside_zero_one_are_labelled_as_extrapolation(base, latents):
+    from dclip.explorers import CombinationExplorer
     from dclip.noise_combination import ExtrapolationWarning
-    from dclip.widgets import CombinationExplorer, combination_control
+    from dclip.widgets import combination_control
 
     x_t0 = latents.x_t0
     with pytest.warns(ExtrapolationWarning, match=r"\[1.5, -0.5\] lie outside \[0, 1\]: an extrapolation"):
@@ -472,7 +473,8 @@ def test_internal_keys_of_the_world_table_are_not_world_names(monkeypatch):
 
 
 def test_a_t0_control_refuses_a_start_value_its_slider_would_move(base, images):
-    from dclip.widgets import EditExplorer, edit_t0_control
+    from dclip.explorers import EditExplorer
+    from dclip.widgets import edit_t0_control
 
     explorer = EditExplorer(base, base, images[:1], S_for=2, S_gen=2)
     for t0 in (950, 50):

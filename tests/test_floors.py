@@ -69,6 +69,7 @@ FLOOR: dict[str, int] = {
     "dclip.profiling": 3,
     "dclip.plotting": 3,
     "dclip.diagrams": 3,
+    "dclip.explorers": 3,
     "dclip.widgets": 3,
     "dclip.colab": 3,
     "dclip.editions": 3,

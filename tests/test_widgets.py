@@ -14,7 +14,7 @@ from PIL import Image
 from dclip.ddim import ddim_generate, ddim_invert
 from dclip.ddpm import q_sample
 from dclip.editing import manipulate, to_pretrained_domain
-from dclip.widgets import (
+from dclip.explorers import (
     CombinationExplorer,
     EditExplorer,
     EtaExplorer,
@@ -23,6 +23,8 @@ from dclip.widgets import (
     StochasticEditExplorer,
     StrokeExplorer,
     SwitchExplorer,
+)
+from dclip.widgets import (
     combination_control,
     control,
     edit_t0_control,

@@ -13,15 +13,9 @@ them), or changes one of its input tensors in place; the student edition's stub 
 "not implemented yet" (:mod:`dclip.exercises.harness`).
 """
 
-from dclip.exercises.generation import (
-    check_ddim_invert,
-    check_ddim_step,
-    check_manipulation,
-    check_mixing,
-    check_q_sample,
-    check_to_pretrained_domain,
-)
+from dclip.exercises.editing import check_manipulation, check_mixing, check_to_pretrained_domain
 from dclip.exercises.harness import TOLERANCE, Check
+from dclip.exercises.sampling import check_ddim_invert, check_ddim_step, check_q_sample
 from dclip.exercises.training import check_alg1_iteration, check_alg2_step, check_directional_loss
 
 __all__ = [

@@ -13,10 +13,13 @@ from dclip.tinyworld.zoo import CONFIGS, load_config
 
 
 def register() -> None:
-    """Add every entry of ``configs/plugin.json`` to the registry (the DDPM's with its training schedule)."""
+    """Add every entry of ``configs/plugin.json`` to the registry (the DDPM's with its training schedule, the
+    costs file as a path)."""
     entries = json.loads((CONFIGS / "plugin.json").read_text())
     for name, entry in entries["diffusion"].items():
         entries["diffusion"][name] = {**entry, "schedule": load_config(name)["schedule"]}
+    for name, file in entries["costs"].items():
+        entries["costs"][name] = str(CONFIGS / file)
     for kind in registry.KINDS:
         for name, entry in entries[kind].items():
             registry.register(kind, name, entry)
