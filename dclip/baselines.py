@@ -17,12 +17,12 @@ from dclip.ddim import _time, ddim_generate, ddim_step, predict_x0
 from dclip.ddpm import q_sample
 from dclip.losses import IdentityTerm, directional_clip_loss, global_clip_loss, identity_loss, text_direction
 from dclip.progress import progress_bar
-from dclip.protocols import NoisePredictor, TextImageEncoder
+from dclip.protocols import ScheduledNoisePredictor, TextImageEncoder
 from dclip.schedule import PAPER_STEPS
 
 
 def latent_optimization(
-    model: NoisePredictor,
+    model: ScheduledNoisePredictor,
     clip: TextImageEncoder,
     x0: torch.Tensor,
     x_t0: torch.Tensor,
@@ -59,7 +59,7 @@ def latent_optimization(
 
 
 def clip_guided_sampling(
-    model: NoisePredictor,
+    model: ScheduledNoisePredictor,
     clip: TextImageEncoder,
     x0: torch.Tensor,
     x_t0: torch.Tensor,
@@ -93,7 +93,7 @@ def clip_guided_sampling(
 
 
 def sdedit(
-    model: NoisePredictor,
+    model: ScheduledNoisePredictor,
     images: torch.Tensor,
     *,
     t0: int,

@@ -22,8 +22,8 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 from dclip.progress import progress_bar
 from dclip.schedule import Schedule, TimeGrid, check_generator
 
+#: A noise predictor ``eps_theta(x_t, t) -> eps``: x_t is (N, C, H, W), t a (N,) long tensor of time indices.
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
 
 _NONNEGATIVE_OK = False
 #: RGB images of at least this many pixels are photo-like: one with no value below 0 is taken for a [0, 1] image.

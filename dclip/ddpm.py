@@ -6,10 +6,8 @@ from collections.abc import Callable
 
 import torch
 
+from dclip.ddim import NoisePredictor, check_batch
 from dclip.schedule import Schedule, check_generator
-
-#: A noise predictor ``eps_theta(x_t, t) -> eps``: x_t is (N, C, H, W), t a (N,) long tensor of time indices.
-NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _coefs(schedule: Schedule, t: torch.Tensor | int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,8 +26,6 @@ def q_sample(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """DDPM forward process (Eq. 1): ``x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) w`` with ``w ~ N(0, I)``."""
-    from dclip.ddim import check_batch
-
     check_batch(x0, "x0")
     check_generator(generator)
     if noise is None:

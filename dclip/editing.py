@@ -12,7 +12,7 @@ import torch
 from dclip.ddim import check_eta, check_model_batch, ddim_generate, ddim_invert
 from dclip.ddpm import q_sample
 from dclip.noise_combination import Gammas, mix_noise_predictors, transition_gammas
-from dclip.protocols import NoisePredictor
+from dclip.protocols import ScheduledNoisePredictor
 from dclip.schedule import PAPER_STEPS, TimeGrid, check_generator, check_int
 
 if TYPE_CHECKING:
@@ -45,9 +45,9 @@ def _warn_if_unstable(x: torch.Tensor, what: str, t0: int, T: int, steps: str) -
     return x
 
 
-def _check_pair(base: NoisePredictor, tuned: NoisePredictor) -> None:
+def _check_pair(base: ScheduledNoisePredictor, tuned: ScheduledNoisePredictor) -> None:
     for name, m in (("base", base), ("the fine-tuned model", tuned)):
-        if not isinstance(m, NoisePredictor):
+        if not isinstance(m, ScheduledNoisePredictor):
             raise ValueError(
                 f"{name} must be a dclip DiffusionModel or another noise predictor with its schedule "
                 f"(dclip.load_diffusion, pipe.finetuned(recipe)), got {m!r}"
@@ -77,7 +77,7 @@ def _carried(x_t0: torch.Tensor | Latents | None, t0: int | None, S_for: int | N
 
 
 def _latents(
-    base: NoisePredictor,
+    base: ScheduledNoisePredictor,
     images: torch.Tensor | None,
     x_t0: torch.Tensor | Latents | None,
     *,
@@ -104,8 +104,8 @@ def _latents(
 
 
 def manipulate(
-    base: NoisePredictor,
-    tuned: NoisePredictor,
+    base: ScheduledNoisePredictor,
+    tuned: ScheduledNoisePredictor,
     images: torch.Tensor | None = None,
     *,
     t0: int | None = None,
@@ -134,7 +134,7 @@ def manipulate(
 
 
 def to_pretrained_domain(
-    base: NoisePredictor,
+    base: ScheduledNoisePredictor,
     images: torch.Tensor,
     *,
     t0: int = 500,
@@ -161,8 +161,8 @@ def to_pretrained_domain(
 
 
 def translate(
-    base: NoisePredictor,
-    tuned: NoisePredictor,
+    base: ScheduledNoisePredictor,
+    tuned: ScheduledNoisePredictor,
     images: torch.Tensor,
     *,
     t0: int,
@@ -190,8 +190,8 @@ def translate(
 
 
 def combine(
-    base: NoisePredictor,
-    tuned: Sequence[NoisePredictor],
+    base: ScheduledNoisePredictor,
+    tuned: Sequence[ScheduledNoisePredictor],
     gammas: Gammas,
     images: torch.Tensor | None = None,
     t0: int | None = None,
@@ -218,8 +218,8 @@ def combine(
 
 
 def transition(
-    base: NoisePredictor,
-    tuned: NoisePredictor,
+    base: ScheduledNoisePredictor,
+    tuned: ScheduledNoisePredictor,
     gamma: float,
     x_t0: torch.Tensor | Latents,
     *,

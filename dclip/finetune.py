@@ -32,7 +32,7 @@ from dclip.losses import (
 )
 from dclip.precision import PRECISIONS, autocast_dtype
 from dclip.progress import progress_bar
-from dclip.protocols import NoisePredictor, TextImageEncoder
+from dclip.protocols import ScheduledNoisePredictor, TextImageEncoder
 from dclip.schedule import PAPER_STEPS, check_int
 
 
@@ -61,7 +61,7 @@ class Latents:
 
 
 def invert_latents(
-    model: NoisePredictor,
+    model: ScheduledNoisePredictor,
     images: torch.Tensor,
     *,
     t0: int,
@@ -180,7 +180,7 @@ class FinetuneConfig:
 
 @dataclass
 class FinetuneResult:
-    model: NoisePredictor  # the fine-tuned eps_theta_hat (a copy; the pretrained model is untouched)
+    model: ScheduledNoisePredictor  # the fine-tuned eps_theta_hat (a copy; the pretrained model is untouched)
     config: FinetuneConfig
     history: list[dict]  # one entry per optimizer step: loss terms and learning rate
     base_fingerprint: str
@@ -188,7 +188,7 @@ class FinetuneResult:
 
 
 #: Called after every optimizer step with (iteration, history entry, fine-tuned model).
-Callback = Callable[[int, dict, NoisePredictor], None]
+Callback = Callable[[int, dict, ScheduledNoisePredictor], None]
 
 
 def objective(
@@ -216,7 +216,7 @@ def objective(
 
 
 def finetune(
-    model: NoisePredictor,
+    model: ScheduledNoisePredictor,
     clip: TextImageEncoder,
     latents: Latents,
     cfg: FinetuneConfig,
@@ -224,7 +224,7 @@ def finetune(
     *,
     callback: Callback | None = None,
     progress: bool = True,
-    init: NoisePredictor | None = None,
+    init: ScheduledNoisePredictor | None = None,
 ) -> FinetuneResult:
     """Fine-tune a copy of ``model`` so that images generated from ``latents`` match ``cfg.target`` (Alg. 1 / 2).
 

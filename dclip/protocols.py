@@ -1,8 +1,8 @@
 """What the method asks of the models it is given: the small interfaces the method floor is typed against.
 
-The losses, fine-tuning, editing, baselines and metrics take any object with these members; the machinery's
-:class:`dclip.models.DiffusionModel` and :class:`dclip.clip.CLIP` are one implementation each, the tiny world's
-and the tests' stand-ins others. Nothing here imports the machinery.
+The losses, fine-tuning, editing and baselines take any object with these members: the machinery's
+:class:`dclip.models.DiffusionModel` and :class:`dclip.clip.CLIP`, a plug-in's models, or a stand-in
+(:class:`dclip.exercises.standins.ToyCLIP`). Nothing here imports the machinery.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class TextImageEncoder(Protocol):
 
 
 @runtime_checkable
-class NoisePredictor(Protocol):
+class ScheduledNoisePredictor(Protocol):
     """A trainable noise predictor eps_theta(x_t, t) (a torch module) with the schedule it was trained on.
 
     ``model(x, t)``: x (N, 3, S, S), t a (N,) long tensor -> eps of the shape of x. ``check_images(x)`` raises a

@@ -36,7 +36,7 @@ from dclip.cache import (
 from dclip.finetune import Callback, FinetuneConfig, FinetuneResult, Latents, finetune, invert_latents
 from dclip.hashing import fingerprint, tensor_checksum
 from dclip.losses import IdentityTerm
-from dclip.protocols import NoisePredictor, TextImageEncoder
+from dclip.protocols import ScheduledNoisePredictor, TextImageEncoder
 from dclip.schedule import PAPER_STEPS, check_int
 
 V = TypeVar("V")
@@ -87,12 +87,12 @@ def cached(
     return value
 
 
-def _file_stem(model: NoisePredictor) -> str:
+def _file_stem(model: ScheduledNoisePredictor) -> str:
     return model.name.replace("/", "_")
 
 
 def precompute_latents(
-    model: NoisePredictor,
+    model: ScheduledNoisePredictor,
     images: torch.Tensor,
     *,
     t0: int,
@@ -212,7 +212,7 @@ def _describe_clip(clip: TextImageEncoder) -> str:
 
 
 def finetune_key(
-    model: NoisePredictor,
+    model: ScheduledNoisePredictor,
     clip: TextImageEncoder,
     latents: Latents,
     cfg: FinetuneConfig,
@@ -234,7 +234,7 @@ def finetune_key(
 
 
 def finetune_or_load(
-    model: NoisePredictor,
+    model: ScheduledNoisePredictor,
     clip: TextImageEncoder,
     latents: Latents,
     cfg: FinetuneConfig,
@@ -244,7 +244,7 @@ def finetune_or_load(
     progress: bool = True,
     callback: Callback | None = None,
     force: bool = False,
-) -> NoisePredictor:
+) -> ScheduledNoisePredictor:
     """:func:`dclip.finetune.finetune` once and keep the result on disk (:func:`save_finetuned`), keyed by
     everything it depends on (:func:`finetune_key`): later chapters reuse what an earlier one trained. A stored
     result that cannot be read or does not match its key is trained again, with a warning that names the file.
@@ -275,7 +275,7 @@ def finetune_or_load(
     return cached("finetuned", request, compute, cache_dir=cache_dir, force=force).model
 
 
-def load_finetuned(path: str | Path, base: NoisePredictor) -> tuple[NoisePredictor, FinetuneConfig]:
+def load_finetuned(path: str | Path, base: ScheduledNoisePredictor) -> tuple[ScheduledNoisePredictor, FinetuneConfig]:
     """A fine-tuned model saved by :func:`save_finetuned`, on top of its pretrained ``base`` (checked); the card is
     read from the weights file, or from ``path.json`` for files written before it carried one."""
     from safetensors import safe_open

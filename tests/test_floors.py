@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 import dclip
 
 PACKAGE = Path(dclip.__file__).parent
@@ -247,3 +249,21 @@ def test_the_floor_check_reports_wrong_way_imports_a_cycle_and_an_unplaced_modul
     ]
     (pkg / "extra.py").write_text("")
     assert report(pkg, table, "pkg.plug")[0] == ["pkg.extra"]
+
+
+def test_the_machinery_and_the_stand_ins_meet_the_protocols_the_method_is_typed_against():
+    """The method floor types its models with :mod:`dclip.protocols`; the machinery's classes and the stand-ins
+    are implementations of them, and an object without a schedule is not a scheduled noise predictor."""
+    import torch
+    from fakes import FakeCLIP, small_model
+
+    from dclip.editing import manipulate
+    from dclip.protocols import ScheduledNoisePredictor, TextImageEncoder
+
+    clip = dclip.load_clip("tinyclip", device="cpu")
+    assert isinstance(clip, TextImageEncoder) and isinstance(FakeCLIP(), TextImageEncoder)
+    assert isinstance(small_model(0), ScheduledNoisePredictor)
+    assert not isinstance(lambda x, t: x, ScheduledNoisePredictor)
+    x = torch.zeros(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="noise predictor with its schedule"):
+        manipulate(lambda x, t: x, small_model(0), x, t0=100, S_for=2, S_gen=2)
