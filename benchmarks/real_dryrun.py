@@ -6,6 +6,9 @@
                                                                    # the real architectures in a temporary HF cache
     python benchmarks/real_dryrun.py --world smoke-full --store    # also write the world's costs file
     python benchmarks/real_dryrun.py --table                       # the stored table as markdown (docs/results.md)
+    python benchmarks/real_dryrun.py --world tiny --cells 3        # also each chapter's three slowest cells
+    python benchmarks/real_dryrun.py --world tiny --course         # the course in order in one cache, as a
+                                                                   # student runs it (later chapters reuse models)
 
 Each chapter runs in a fresh dclip cache, as in a new Colab runtime (each chapter's badge opens one), so what it
 trains is counted in it. UNet image-evaluations (dclip.budget: one image through the forward pass; a backward
@@ -70,22 +73,44 @@ def random_weights_cache(folder: Path) -> None:
     save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, snapshot(repo) / "open_clip_model.safetensors")
 
 
-def run_chapter(path: Path, env: dict[str, str]) -> dict:
+class TimedClient(NotebookClient):
+    """Runs a notebook and keeps each code cell's seconds: ``cells`` holds (seconds, index, first source line)."""
+
+    def __init__(self, nb, **kwargs):
+        super().__init__(nb, **kwargs)
+        self.cells: list[tuple[float, int, str]] = []
+
+    async def async_execute_cell(self, cell, cell_index, *args, **kwargs):
+        start = time.perf_counter()
+        out = await super().async_execute_cell(cell, cell_index, *args, **kwargs)
+        if cell.cell_type == "code":
+            first = next((line for line in cell.source.splitlines() if line.strip()), "")
+            self.cells.append((time.perf_counter() - start, cell_index, first[:60]))
+        return out
+
+
+def run_chapter(path: Path, env: dict[str, str], *, cache: Path | None = None) -> dict:
+    """Run chapter ``path`` in a fresh dclip cache (or in ``cache``); its evals, seconds, peak GB and its code
+    cells' seconds (``"cells"``, slowest first, indexed as in the stored chapter)."""
     nb = nbformat.read(path, as_version=4)
-    nb.cells = [c for c in nb.cells if "NBVAL_SKIP" not in c.source]  # the Colab install cell
+    kept = [i for i, c in enumerate(nb.cells) if "NBVAL_SKIP" not in c.source]  # not the Colab install cell
+    stored = [None, *kept, None]  # each run cell's index in the stored chapter (START and END have none)
+    nb.cells = [nb.cells[i] for i in kept]
     nb.cells.insert(0, nbformat.v4.new_code_cell(START))
     nb.cells.append(nbformat.v4.new_code_cell(END))
     with tempfile.TemporaryDirectory() as cwd:
-        env = {"DCLIP_CACHE": str(Path(cwd) / "cache"), **env}  # a fresh cache: a new Colab runtime per chapter
+        env = {"DCLIP_CACHE": str(cache or Path(cwd) / "cache"), **env}  # fresh: a new Colab runtime per chapter
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
-            NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": cwd}}).execute()
+            client = TimedClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": cwd}})
+            client.execute()
         finally:
             for k, v in saved.items():
                 os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     text = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
-    return json.loads(text.split("DRYRUN", 1)[1])
+    cells = [(sec, stored[i], src) for sec, i, src in client.cells if stored[i] is not None]
+    return {**json.loads(text.split("DRYRUN", 1)[1]), "cells": sorted(cells, reverse=True)}
 
 
 def device_name() -> str:
@@ -155,26 +180,35 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chapters", nargs="*", help="e.g. 03 05 (default: all)")
     p.add_argument("--store", action="store_true", help="write the counts to the world's costs file")
     p.add_argument("--table", action="store_true", help="print the stored table as markdown and stop")
+    p.add_argument("--cells", type=int, default=0, help="also list each chapter's slowest cells (this many)")
+    p.add_argument(
+        "--course", action="store_true", help="one cache for all the chapters, in order, as a student runs the course"
+    )
     a = p.parse_args(argv)
     if a.table:
         print(markdown_table())
         return
+    if a.store and a.course:
+        p.error("--store records each chapter in a fresh cache, as in a new Colab runtime: drop --course")
     env = {"DCLIP_WORLD": a.world, "TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
     tmp = tempfile.TemporaryDirectory()
     if a.random_weights:
         random_weights_cache(Path(tmp.name))
         env.update(HF_HUB_CACHE=tmp.name, HF_HUB_OFFLINE="1")
-    rows = {}
+    rows, course = {}, (Path(tmp.name) / "course-cache" if a.course else None)
     print(f"{'chapter':<34} {'seconds':>8} {'peak GB':>8} {'UNet evals':>11}", flush=True)
     for path in NOTEBOOKS:
         if a.chapters and path.stem[:2] not in a.chapters:
             continue
         start = time.perf_counter()
-        r = run_chapter(path, env)
+        r = run_chapter(path, env, cache=course)
         rows[path.stem[:2]] = r
         peak = "-" if r["peak_gb"] is None else f"{r['peak_gb']:.1f}"
         print(f"{path.stem:<34} {time.perf_counter() - start:8.0f} {peak:>8} {r['evals']:>11,}", flush=True)
+        for sec, i, src in r["cells"][: a.cells]:
+            print(f"    {sec:6.0f} s  cell {i:>2}  {src}", flush=True)
     print(f"total UNet image-evaluations: {sum(r['evals'] for r in rows.values()):,}")
+    print(f"total seconds: {sum(r['seconds'] for r in rows.values()):.0f}")
     if a.store:
         from dclip.budget import costs_file
         from dclip.worlds import WORLDS

@@ -72,6 +72,8 @@ def load_diffusion(
     checkpoint the paper used), the plug-ins' models (:data:`DIFFUSION_MODELS`); or a local diffusers folder
     or a ddim-layout checkpoint file (256x256 CelebA-HQ architecture). ``dtype=torch.float16`` halves memory on
     a GPU; ``compile=True`` wraps the UNet in ``torch.compile`` (faster repeated calls after a slow first one).
+    An entry with ``"cpu_memory_format": "channels_last"`` (the tiny world's) keeps its UNet channels-last on a
+    CPU, where that layout's convolutions are measurably faster (``benchmarks/cpu.py``).
     Raises :class:`dclip.hub.ModelNotAvailableError`
     offline without cached weights, and ``ValueError`` for an unknown name.
     """
@@ -108,6 +110,8 @@ def load_diffusion(
     model = DiffusionModel(unet, schedule, int(unet.config.sample_size), name)
     model.eval().requires_grad_(False)
     model = model.to(device=device or default_device(), dtype=dtype)
+    if model.device.type == "cpu" and entry.get("cpu_memory_format") == "channels_last":
+        model.unet.to(memory_format=torch.channels_last)  # the entry's measured faster layout (benchmarks/cpu.py)
     if compile:
         model.unet = torch.compile(model.unet)
     return model

@@ -185,12 +185,14 @@ def noising_control(explorer: NoisingExplorer, *, n_show: int = 6) -> Control:
 
 
 def reconstruction_control(explorer: ReconstructionExplorer, *, n_show: int = 6) -> Control:
-    """Sliders for t0, S_for, S_gen that redraw the reconstruction of ``explorer``'s images (Eq. 12 then 13)."""
+    """Sliders for t0, S_for, S_gen that redraw the reconstruction of ``explorer``'s first ``n_show`` images (Eq. 12
+    then 13), with their MAE in the title."""
 
     def draw(t0: int, S_for: int, S_gen: int):
-        rec, mae = explorer(t0, S_for, S_gen)
+        rec, shown = explorer(t0, S_for, S_gen)[0][:n_show], explorer.x0[:n_show]
+        mae = ((rec - shown).abs() / 2).mean().item()
         return show_images(
-            {"input": explorer.x0[:n_show], "reconstruction": rec[:n_show]},
+            {"input": shown, "reconstruction": rec},
             title=f"t0 = {t0}, (S_for, S_gen) = ({S_for}, {S_gen}): MAE {mae:.4f}",
         )
 

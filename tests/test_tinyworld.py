@@ -118,6 +118,39 @@ def test_tiny_models_load_from_package_data():
         assert card["name"] == name and card["steps"] > 0 and card["quality"]
 
 
+def test_tiny_unet_is_channels_last_on_cpu_and_computes_what_the_contiguous_one_does():
+    import dclip
+
+    model = dclip.load_diffusion("tinyfaces", device="cpu")
+    conv = next(m for m in model.unet.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] == 3)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    contiguous = dclip.load_diffusion("tinyfaces", device="cpu")
+    contiguous.unet.to(memory_format=torch.contiguous_format)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = model(x, torch.full((4,), 500)), contiguous(x, torch.full((4,), 500))
+    assert (a - b).abs().max() < 1e-4  # another summation order, the same function
+
+
+def test_tiny_world_fine_tunes_without_checkpointing_for_the_same_gradients_to_the_bit():
+    import copy
+
+    import dclip
+    from dclip.ddim import ddim_generate
+
+    assert dclip.world("tiny", device="cpu").settings.finetune["checkpoint"] is False
+    model = dclip.load_diffusion("tinyfaces", device="cpu")
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for checkpoint in (True, False):
+        tuned = copy.deepcopy(model).train().requires_grad_(True)
+        ddim_generate(
+            tuned, x, model.schedule, t0=500, S_gen=2, grad=True, checkpoint=checkpoint
+        ).square().sum().backward()
+        grads.append([p.grad for p in tuned.parameters()])
+    assert all(torch.equal(g, h) for g, h in zip(*grads))
+
+
 def test_tiny_clip_reads_the_attributes():
     import dclip
 

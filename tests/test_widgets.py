@@ -125,6 +125,31 @@ def test_reconstruction_explorer_inverts_once_per_t0_and_s_for(base, images):
     assert ctl.sliders["S_for"].max == ctl.sliders["S_gen"].max == 200  # (6, 200) and (200, 6), as chapter 03 asks
 
 
+def test_reconstruction_explorer_prepares_a_table_in_batches_equal_to_single_round_trips(base, images):
+    explorer = ReconstructionExplorer(base, images)
+    explorer.prepare([200, 300], [2, 4], [3])
+    assert sorted(explorer._round_trips) == [(200, 2, 3), (200, 4, 3), (300, 2, 3), (300, 4, 3)]
+    for t0, S_for in [(200, 2), (300, 4)]:
+        x_t0 = ddim_invert(base, images, base.schedule, t0=t0, S_for=S_for)
+        alone = ddim_generate(base, x_t0, base.schedule, t0=t0, S_gen=3).clamp(-1, 1)
+        rec, mae = explorer(t0, S_for, 3)
+        assert torch.allclose(rec, alone, atol=1e-5)
+        assert mae == pytest.approx(((alone - images).abs() / 2).mean().item(), rel=1e-4)
+    cached = explorer(300, 4, 3)
+    assert explorer(300, 4, 3) is cached  # a revisited slider position costs nothing
+
+
+def test_reconstruction_control_titles_the_mae_of_the_images_shown(base, images):
+    explorer = ReconstructionExplorer(base, images)
+    ctl = reconstruction_control(explorer, n_show=1)
+    fig = ctl.draw(t0=300, S_for=4, S_gen=3)
+    rec, mae_all = explorer(300, 4, 3)
+    shown = ((rec[:1] - images[:1]).abs() / 2).mean().item()
+    assert f"{shown:.4f}" != f"{mae_all:.4f}"  # the images differ, so the two means tell the titles apart
+    assert fig._suptitle.get_text().endswith(f"MAE {shown:.4f}")
+    plt.close(fig)
+
+
 def test_edit_explorer_is_alg3_at_each_t0(base, tuned, images):
     explorer = EditExplorer(base, tuned, images, S_for=4, S_gen=3)
     e = explorer(300)
