@@ -16,9 +16,10 @@ lab: $(VENV)/.installed
 
 test: lint unit notebooks browser
 
-# Two workers: the chapters' smoke runs use one thread each (the machine has two cores).
+# Two workers of one thread each: the machine has two cores, and two threads per worker oversubscribe them
+# (the suite took 583 s so, 363 s with one thread each: docs/results.md, "The tiny world on a CPU").
 unit: $(VENV)/.installed
-	$(PY) -m pytest -n 2 -m "not browser" tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 -m "not browser" tests
 
 # Every stored text output of every chapter is compared (strict nbval); notebooks/nbval_sanitize.cfg masks times,
 # paths and devices. Two chapters at a time, one thread each (each chapter's cells stay in order on one worker).
