@@ -14,10 +14,10 @@ import argparse
 import copy
 import os
 import platform
-import time
 from collections.abc import Callable
 
 import torch
+from bench_ddim import best_time  # the script's folder is on sys.path
 from torch.utils.flop_counter import FlopCounterMode
 
 from dclip.ddim import ddim_generate, ddim_invert
@@ -25,13 +25,9 @@ from dclip.models import load_diffusion
 
 
 def best_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: allocations, oneDNN primitive creation
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    """bench_ddim's best of ``repeats`` timed calls, after one warm-up call (allocations, oneDNN primitives)."""
+    fn()
+    return best_time(fn, repeats)
 
 
 def matmul_gflops(threads: int, repeats: int, n: int = 1024) -> float:
